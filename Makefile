@@ -1,0 +1,36 @@
+# Two commands for a fresh clone:
+#   make run    create .venv, install the project, run it on the embedded defaults
+#   make test   create .venv, install the project and its test tools, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test lint bench clean
+
+run: $(VENV)/.installed
+	$(PY) manage.py runserver
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check project apps ext tests bench
+	$(VENV)/bin/mypy project apps ext
+
+bench: $(VENV)/.installed-test
+	$(PY) -m bench
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(VENV)/bin/python pyproject.toml setup.py ext/_frames.pyx
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info ext/_frames.c ext/*.so

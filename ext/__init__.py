@@ -1,0 +1,1 @@
+"""Hot loops, compiled with Cython where a C compiler was there at install time."""

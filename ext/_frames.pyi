@@ -1,0 +1,3 @@
+BytesLike = bytes | bytearray | memoryview
+
+def apply_mask(data: BytesLike, mask: BytesLike) -> bytes: ...

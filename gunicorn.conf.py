@@ -1,0 +1,47 @@
+"""gunicorn settings for production: ``gunicorn -c gunicorn.conf.py project.wsgi:app``.
+
+Every value can be overridden from the environment (``GUNICORN_*``) or the
+command line. The default worker class is ``gthread``: each worker serves
+``GUNICORN_THREADS`` connections at once, and a WebSocket holds one thread
+for as long as it is open. For many thousands of long-lived sockets per host,
+run ``GUNICORN_WORKER_CLASS=gevent`` (``pip install gevent``), where each
+connection is a greenlet; see the README.
+"""
+
+import multiprocessing
+import os
+import sys
+
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1))
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+threads = int(os.environ.get("GUNICORN_THREADS", "32"))
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "10000"))  # gevent
+
+# gthread and gevent workers heartbeat from their main loop, so a long-lived
+# WebSocket does not trip this; it only catches a worker that is truly stuck.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+errorlog = os.environ.get("GUNICORN_ERROR_LOG", "-")
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
+
+# Trust X-Forwarded-* only from the reverse proxy in front of gunicorn.
+forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# Requests larger than this on the request line or headers are refused early.
+limit_request_line = 8190
+limit_request_fields = 100
+
+
+def on_starting(server):  # noqa: ARG001 - gunicorn's hook signature
+    """Validate settings once, in the master, and stop with one line if they are wrong."""
+    from project.settings import ConfigurationError, load_settings
+
+    try:
+        load_settings()
+    except ConfigurationError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,51 @@
+"""The app factory: settings, extensions, installed apps, hooks, error pages.
+
+``create_app`` does all one-time setup; nothing runs at import time, so each
+test (and each gunicorn worker) gets an app built from its own settings.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from project.settings import BASE_DIR, ConfigurationError, load_settings
+
+__all__ = ["ConfigurationError", "create_app"]
+
+
+def create_app(
+    env: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Flask:
+    """Build the application for ``env`` (default: ``APP_ENV``, else development).
+
+    Raises:
+        ConfigurationError: a setting is missing or malformed (one-line message).
+    """
+    instance_path = Path((overrides or {}).get("INSTANCE_PATH") or BASE_DIR / "instance")
+    config = load_settings(env, environ, overrides, instance_path)
+    app = Flask(__name__, instance_path=str(instance_path), instance_relative_config=True)
+    app.config.from_mapping(config)
+
+    from project import errors, hooks, sessions, views
+    from project.extensions import csrf, db, init_redis, server_session
+
+    init_redis(app)
+    db.init_app(app)
+    sessions.init_sessions(app, server_session)
+    csrf.init_app(app)
+    hooks.init_hooks(app)
+    errors.init_errors(app)
+    app.register_blueprint(views.bp)
+    views.add_nav_item(app, "Home", "core.home")
+
+    for dotted in app.config["INSTALLED_APPS"]:
+        module = importlib.import_module(dotted)
+        module.init_app(app)
+    return app

@@ -1,0 +1,40 @@
+"""Extensions, created unbound here and bound to the app in :func:`project.create_app`.
+
+Apps import them from here (``from project.extensions import db``), never
+from another app.
+"""
+
+from __future__ import annotations
+
+import redis
+from flask import Flask, current_app
+from flask_session import Session
+from flask_wtf.csrf import CSRFProtect
+
+from project.db import Database
+
+db = Database()
+csrf = CSRFProtect()
+server_session = Session()
+
+
+def init_redis(app: Flask) -> None:
+    """Create the app's Redis client when ``REDIS_URL`` is set (None otherwise)."""
+    url = app.config.get("REDIS")
+    app.extensions["redis"] = (
+        redis.Redis.from_url(
+            url.url,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            health_check_interval=30,
+        )
+        if url
+        else None
+    )
+
+
+def get_redis() -> redis.Redis | None:
+    """The current app's Redis client, or None on the embedded stack."""
+    client: redis.Redis | None = current_app.extensions.get("redis")
+    return client
+

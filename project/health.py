@@ -1,0 +1,55 @@
+"""Health of the parts a request depends on, shared by ``/healthz`` and ``manage.py check``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from flask import Flask
+
+from ext import frames
+from project.db import DatabaseError
+from project.extensions import db
+
+
+@dataclass(frozen=True)
+class Check:
+    """One part's state: ``ok`` is False only when the part is configured and failing."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+def check_database(app: Flask) -> Check:
+    url = app.config["DATABASE"]
+    try:
+        db.ping()
+    except DatabaseError as exc:
+        return Check("db", False, f"{url.engine} unreachable: {_first_line(exc)}")
+    return Check("db", True, url.engine)
+
+
+def check_redis(app: Flask) -> Check:
+    client: redis.Redis | None = app.extensions.get("redis")
+    if client is None:
+        return Check("redis", True, "not configured; sessions on the filesystem")
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return Check("redis", False, f"unreachable: {_first_line(exc)}")
+    return Check("redis", True, "ok")
+
+
+def check_frames() -> Check:
+    return Check("frames", True, frames.BACKEND)
+
+
+def run_checks(app: Flask) -> list[Check]:
+    """Every check, in the order they are reported."""
+    return [check_database(app), check_redis(app), check_frames()]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

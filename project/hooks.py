@@ -1,0 +1,51 @@
+"""Request hooks: who is asking before the view, security headers after, cleanup at the end.
+
+Flask's ``before_first_request`` is gone (Flask 2.3); one-time setup happens
+in :func:`project.create_app`, never in a hook.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, Response, current_app, g
+
+from project.auth import load_user
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",  # same-origin fetch and WebSocket
+        "object-src 'none'",
+        "base-uri 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+
+
+def load_current_user() -> None:
+    """Put the logged-in user (or None) in ``g.user`` for views and templates."""
+    g.user = load_user(current_app._get_current_object())  # type: ignore[attr-defined]
+
+
+def add_security_headers(response: Response) -> Response:
+    """Headers every response carries; a view that set its own (a download's sandbox CSP) keeps it."""
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    hsts = current_app.config["HSTS_SECONDS"]
+    if hsts:
+        headers.setdefault("Strict-Transport-Security", f"max-age={hsts}; includeSubDomains")
+    return response
+
+
+def init_hooks(app: Flask) -> None:
+    app.before_request(load_current_user)
+    app.after_request(add_security_headers)
+    # The db connection is released by Database.release at app-context teardown,
+    # which runs even when the view raised.

@@ -1,0 +1,207 @@
+"""Settings: layered config classes filled from the environment.
+
+The classes hold the defaults for each environment; :func:`load_settings`
+reads the environment variables listed in DESIGN.md on top of them and
+validates everything a driver would otherwise reject later with a traceback.
+Nothing is read at import time, so tests can build settings from any mapping.
+
+Errors are :class:`ConfigurationError`, whose message is one line naming the
+variable to fix; ``manage.py`` and ``gunicorn.conf.py`` print it as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from project.urls import DatabaseURL, RedisURL
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+#: The feature apps, in the order their blueprints, commands and migrations
+#: are registered. An app is switched on by listing it here.
+INSTALLED_APPS: tuple[str, ...] = ("apps.accounts",)
+
+ENVIRONMENTS = ("development", "test", "production")
+
+
+class ConfigurationError(Exception):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+class Config:
+    """Defaults shared by every environment."""
+
+    APP_NAME = "flaskmono"
+    INSTALLED_APPS = INSTALLED_APPS
+    DEBUG = False
+    TESTING = False
+
+    DATABASE_URL = "sqlite:///instance/app.db"
+    DB_POOL_SIZE = 20
+    REDIS_URL: str | None = None
+    REDIS_KEY_PREFIX = "flaskmono:"
+    MEDIA_ROOT = "instance/media"
+
+    # Sessions live on the server (Flask-Session); the cookie carries only a
+    # random 256-bit id, unguessable without signing (Flask-Session 0.8
+    # deprecates its signer). msgpack, never pickle, on every backend.
+    SESSION_PERMANENT = True
+    SESSION_USE_SIGNER = False
+    SESSION_ID_LENGTH = 32
+    SESSION_SERIALIZATION_FORMAT = "msgpack"
+    SESSION_LIFETIME_SECONDS = 14 * 24 * 3600
+    SESSION_COOKIE_NAME = "session"
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = False
+
+    WTF_CSRF_ENABLED = True
+    WTF_CSRF_TIME_LIMIT = 3600 * 8
+    WTF_CSRF_SSL_STRICT = True
+
+    HSTS_SECONDS = 0
+    MAX_CONTENT_LENGTH = 16 * 1024 * 1024
+
+
+
+class DevelopmentConfig(Config):
+    DEBUG = True
+
+
+class TestConfig(Config):
+    TESTING = True
+    # Tests see the error pages users see, not the exception (it is still logged).
+    PROPAGATE_EXCEPTIONS = False
+    DB_POOL_SIZE = 5
+
+
+class ProductionConfig(Config):
+    SESSION_COOKIE_SECURE = True
+    HSTS_SECONDS = 365 * 24 * 3600
+    PREFERRED_URL_SCHEME = "https"
+
+
+CONFIG_CLASSES: dict[str, type[Config]] = {
+    "development": DevelopmentConfig,
+    "test": TestConfig,
+    "production": ProductionConfig,
+}
+
+
+def load_settings(
+    env: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    instance_path: Path | None = None,
+) -> dict[str, Any]:
+    """Build the Flask config for one environment.
+
+    Args:
+        env: ``development``, ``test`` or ``production``; default ``APP_ENV``.
+        environ: where to read variables from; default ``os.environ``.
+        overrides: values that win over both (tests use this).
+        instance_path: where relative paths and the generated secret live.
+
+    Raises:
+        ConfigurationError: with a one-line message naming the variable.
+    """
+    environ = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
+    instance = Path(instance_path or BASE_DIR / "instance")
+    env = env or environ.get("APP_ENV") or "development"
+    if env not in CONFIG_CLASSES:
+        raise ConfigurationError(
+            f"APP_ENV={env!r} is not one of {', '.join(ENVIRONMENTS)}"
+        )
+    cls = CONFIG_CLASSES[env]
+    config = {k: getattr(cls, k) for k in dir(cls) if k.isupper()}
+    config["APP_ENV"] = env
+
+    for name, parse in _VARIABLES.items():
+        if name in environ and environ[name] != "":
+            config[name] = parse(name, environ[name])
+    config.update(overrides)
+
+    config["SECRET_KEY"] = _secret_key(env, config.get("SECRET_KEY"), instance)
+    config["DATABASE"] = _parse(DatabaseURL.parse, "DATABASE_URL", config["DATABASE_URL"], BASE_DIR)
+    redis_url = config.get("REDIS_URL")
+    config["REDIS"] = _parse(RedisURL.parse, "REDIS_URL", redis_url, None) if redis_url else None
+    config["MEDIA_ROOT"] = str(_resolve(config["MEDIA_ROOT"]))
+    config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=config["SESSION_LIFETIME_SECONDS"])
+    config["INSTANCE_PATH"] = str(instance)
+    return config
+
+
+def _parse(parser: Any, name: str, value: str, base: Path | None) -> Any:
+    try:
+        return parser(value, base) if base is not None else parser(value)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name}: {exc}") from None
+
+
+def _resolve(path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else BASE_DIR / p
+
+
+def _secret_key(env: str, configured: str | None, instance: Path) -> str:
+    """Return the secret key: required in production, generated once elsewhere.
+
+    A generated key is kept in ``instance/secret_key`` (mode 0600) so sessions
+    survive a restart of the development server.
+    """
+    if configured:
+        if env == "production" and len(configured) < 32:
+            raise ConfigurationError(
+                "SECRET_KEY is too short for production: use at least 32 random characters "
+                "(python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        return configured
+    if env == "production":
+        raise ConfigurationError(
+            "SECRET_KEY is not set: production refuses to start without it "
+            "(export SECRET_KEY=$(python -c 'import secrets; print(secrets.token_urlsafe(48))'))"
+        )
+    if env == "test":
+        return secrets.token_urlsafe(48)
+    key_file = instance / "secret_key"
+    try:
+        return key_file.read_text().strip()
+    except FileNotFoundError:
+        instance.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key)
+        return key
+
+
+def _int(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigurationError(f"{name}={value!r} is not a whole number") from None
+    if number <= 0:
+        raise ConfigurationError(f"{name}={value!r} must be greater than zero")
+    return number
+
+
+def _str(name: str, value: str) -> str:
+    return value
+
+
+#: Environment variables read on top of the config class, with their parsers.
+_VARIABLES = {
+    "SECRET_KEY": _str,
+    "DATABASE_URL": _str,
+    "DB_POOL_SIZE": _int,
+    "REDIS_URL": _str,
+    "REDIS_KEY_PREFIX": _str,
+    "MEDIA_ROOT": _str,
+    "SESSION_LIFETIME_SECONDS": _int,
+}

@@ -1,0 +1,48 @@
+"""Project-wide pages: the home page and the health check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, render_template
+
+from project.health import run_checks
+
+bp = Blueprint("core", __name__)
+
+
+@dataclass(frozen=True)
+class NavItem:
+    label: str
+    endpoint: str
+
+
+def add_nav_item(app: Flask, label: str, endpoint: str) -> None:
+    """Put a link in the main navigation; apps call this from their ``init_app``."""
+    app.extensions.setdefault("nav_items", []).append(NavItem(label, endpoint))
+
+
+@bp.app_context_processor
+def navigation() -> dict[str, Any]:
+    return {"nav_items": current_app.extensions.get("nav_items", [])}
+
+
+@bp.get("/")
+def home() -> str:
+    """The landing page."""
+    return render_template("home.html")
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    """Machine-readable health: 200 when every configured part works, 503 naming the failures."""
+    checks = run_checks(current_app._get_current_object())  # type: ignore[attr-defined]
+    failing = [c.name for c in checks if not c.ok]
+    body = {c.name: c.detail for c in checks}
+    body["status"] = "unavailable" if failing else "ok"
+    if failing:
+        body["failing"] = failing
+    response = jsonify(body)
+    response.headers["Cache-Control"] = "no-store"
+    return response, 503 if failing else 200

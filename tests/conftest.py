@@ -1,0 +1,173 @@
+"""Shared fixtures: real MariaDB and Redis, the embedded stack, apps and clients.
+
+Every app-level test runs on both stacks from DESIGN.md:
+
+* ``embedded``: SQLite + filesystem sessions (what a newcomer's first command uses)
+* ``services``: MariaDB + Redis (what production uses)
+
+A test needing a service that is not running is skipped with the reason, or
+fails when ``REQUIRE_SERVICES=1`` (CI sets it), so CI can never go green by
+skipping. Each test gets its own MariaDB database and its own Redis key
+prefix, so runs never collide with each other or with a developer's data.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from project import create_app
+from project import migrations as project_migrations
+from project.extensions import db
+from tests.probe import probe
+
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+MYSQL = {
+    "host": os.environ.get("TEST_MYSQL_HOST", "127.0.0.1"),
+    "port": int(os.environ.get("TEST_MYSQL_PORT", "3306")),
+    "user": os.environ.get("TEST_MYSQL_USER", "root"),
+    "password": os.environ.get("TEST_MYSQL_PASSWORD", ""),
+}
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def service_missing(what: str, error: BaseException) -> None:
+    """Skip (or fail under REQUIRE_SERVICES=1) a test whose service is down."""
+    message = f"{what} is not available ({error}); start it or unset REQUIRE_SERVICES"
+    if REQUIRE_SERVICES:
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def mysql_admin() -> pymysql.connections.Connection:
+    """A root connection to the test MariaDB server, or a skip/fail."""
+    try:
+        return pymysql.connect(**MYSQL, connect_timeout=3, autocommit=True)
+    except pymysql.err.MySQLError as exc:
+        service_missing(f"MariaDB at {MYSQL['host']}:{MYSQL['port']}", exc)
+        raise  # unreachable: service_missing always raises
+
+
+def mysql_url(name: str) -> str:
+    auth = MYSQL["user"] + (f":{MYSQL['password']}" if MYSQL["password"] else "")
+    return f"mysql://{auth}@{MYSQL['host']}:{MYSQL['port']}/{name}"
+
+
+@pytest.fixture
+def mysql_database() -> Iterator[str]:
+    """A new, empty MariaDB database for one test; dropped afterwards. Yields its URL."""
+    admin = mysql_admin()
+    name = f"test_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    try:
+        yield mysql_url(name)
+    finally:
+        db.close()  # release pooled connections before the drop
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        admin.close()
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A Redis key prefix for one test; its keys are deleted afterwards."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        service_missing(f"Redis at {REDIS_URL}", exc)
+    prefix = f"test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    keys = list(client.scan_iter(match=prefix + "*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL)
+    yield client
+    client.close()
+
+
+@pytest.fixture(params=["embedded", "services"])
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    """Settings overrides for one stack: SQLite + files, or MariaDB + Redis."""
+    overrides: dict[str, Any] = {"INSTANCE_PATH": str(tmp_path / "instance")}
+    if request.param == "embedded":
+        overrides["DATABASE_URL"] = f"sqlite:///{tmp_path / 'app.db'}"
+        overrides["REDIS_URL"] = None
+    else:
+        overrides["DATABASE_URL"] = request.getfixturevalue("mysql_database")
+        overrides["REDIS_URL"] = REDIS_URL
+        overrides["REDIS_KEY_PREFIX"] = request.getfixturevalue("redis_prefix")
+    overrides["STACK"] = request.param
+    return overrides
+
+
+@pytest.fixture
+def make_app(stack: dict[str, Any]) -> Iterator[Any]:
+    """Build migrated test apps on the current stack, with extra overrides."""
+    created: list[Flask] = []
+
+    def factory(env: str = "test", **extra: Any) -> Flask:
+        app = create_app(env, overrides={**stack, **extra}, environ={})
+        app.register_blueprint(probe)
+        project_migrations.migrate(app)
+        created.append(app)
+        return app
+
+    yield factory
+    db.close()
+
+
+@pytest.fixture
+def app(make_app: Any) -> Flask:
+    return make_app()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
+
+
+def add_user(username: str = "alice", *, is_active: bool = True, is_admin: bool = False) -> int:
+    """Insert a user row directly (the accounts app's forms come later); returns its id."""
+    result = db.execute(
+        "INSERT INTO users (username, username_key, email, password_hash, is_active, is_admin,"
+        " created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (username, username.lower(), f"{uuid.uuid4().hex}@example.com", "!", is_active, is_admin,
+         "2026-11-21 12:00:00"),
+    )
+    assert result.lastrowid
+    return result.lastrowid
+
+
+def csrf_token(client: FlaskClient) -> str:
+    """The CSRF token of the client's session, read from a page as a browser would."""
+    page = client.get("/").get_data(as_text=True)
+    match = CSRF_META.search(page)
+    assert match, "the base layout must carry the CSRF token"
+    return match.group(1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
