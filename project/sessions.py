@@ -1,11 +1,15 @@
 """Server-side sessions (Flask-Session 0.8): Redis when configured, files otherwise.
 
 The cookie holds only a random 256-bit session id; the data stays on the
-server, serialized with msgpack on both backends. Flask-Session's Redis
-backend encodes with msgspec already; its cachelib backend would hand the
-raw dict to cachelib's ``FileSystemCache``, which pickles it, so the
-filesystem store here swaps cachelib's serializer for msgpack as well:
-a session file is never unpickled.
+server, serialized with msgpack on both backends, and never unpickled:
+
+* Flask-Session 0.8 encodes with msgpack but, when a stored value does not
+  decode, falls back to ``pickle.loads`` on it (slated for removal in 1.0).
+  Whoever can write to Redis could then run code in every worker, so the
+  interface's serializer is replaced by :class:`StrictMsgpackSerializer`,
+  which treats anything that is not a msgpack map as no session.
+* Its cachelib backend hands the raw dict to cachelib's ``FileSystemCache``,
+  which pickles it; :class:`MsgpackFileSystemCache` writes msgpack instead.
 """
 
 from __future__ import annotations
@@ -18,6 +22,25 @@ from cachelib.file import FileSystemCache
 from cachelib.serializers import FileSystemSerializer
 from flask import Flask
 from flask_session import Session
+
+
+class StrictMsgpackSerializer:
+    """Session (de)serializer for Flask-Session: msgpack maps only, no fallbacks."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.encoder = msgspec.msgpack.Encoder()
+        self.decoder = msgspec.msgpack.Decoder(dict[str, Any])
+
+    def encode(self, session: Any) -> bytes:
+        return self.encoder.encode(dict(session))
+
+    def decode(self, serialized_data: bytes) -> dict[str, Any] | None:
+        try:
+            return self.decoder.decode(serialized_data)
+        except msgspec.DecodeError:
+            self.app.logger.warning("discarded a session that is not valid msgpack")
+            return None
 
 
 class MsgpackFileSerializer(FileSystemSerializer):
@@ -53,3 +76,4 @@ def init_sessions(app: Flask, session: Session) -> None:
             str(directory), threshold=100_000, mode=0o600
         )
     session.init_app(app)
+    app.session_interface.serializer = StrictMsgpackSerializer(app)  # type: ignore[attr-defined]

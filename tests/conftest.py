@@ -132,6 +132,9 @@ def make_app(stack: dict[str, Any]) -> Iterator[Any]:
 
     yield factory
     db.close()
+    for app in created:
+        if app.extensions.get("redis") is not None:
+            app.extensions["redis"].close()
 
 
 @pytest.fixture

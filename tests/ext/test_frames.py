@@ -1,0 +1,89 @@
+"""The masking codec: compiled and pure-Python agree with the RFC's definition."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ext import _frames_py, frames
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPILED = importlib.util.find_spec("ext._frames") is not None
+REQUIRE_COMPILED = os.environ.get("FRAMES_BUILD") == "required"
+
+
+def reference(data: bytes, mask: bytes) -> bytes:
+    """RFC 6455 section 5.3, byte by byte, as the seed tutorial writes it."""
+    return bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+def implementations() -> list:  # type: ignore[type-arg]
+    """Both codecs where the extension is built; a missing build fails the test below."""
+    params = [pytest.param(_frames_py.apply_mask, id="python")]
+    if COMPILED:
+        from ext import _frames
+
+        params.append(pytest.param(_frames.apply_mask, id="cython"))
+    return params
+
+
+@pytest.fixture(params=implementations())
+def apply_mask(request: pytest.FixtureRequest) -> Callable[[bytes, bytes], bytes]:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 125, 126, 4096, 65537])
+def test_apply_mask_matches_the_reference(apply_mask, size: int) -> None:  # type: ignore[no-untyped-def]
+    data = os.urandom(size)
+    mask = os.urandom(4)
+    assert apply_mask(data, mask) == reference(data, mask)
+    assert apply_mask(apply_mask(data, mask), mask) == data  # masking twice restores
+
+
+def test_large_payloads_and_any_alignment(apply_mask) -> None:  # type: ignore[no-untyped-def]
+    data = os.urandom(1 << 20)
+    mask = b"\x01\x02\x03\x04"
+    for offset in range(4):
+        view = memoryview(data)[offset:offset + 100_003]
+        assert apply_mask(view, mask) == reference(bytes(view), mask)
+
+
+def test_accepts_every_bytes_like_type(apply_mask) -> None:  # type: ignore[no-untyped-def]
+    expected = reference(b"hello", b"abcd")
+    for data in (b"hello", bytearray(b"hello"), memoryview(b"hello")):
+        result = apply_mask(data, bytearray(b"abcd"))
+        assert result == expected and type(result) is bytes
+
+
+@pytest.mark.parametrize(("data", "mask", "error", "message"), [
+    (b"x", b"abc", ValueError, "mask must contain 4 bytes"),
+    (b"x", b"abcde", ValueError, "mask must contain 4 bytes"),
+    (5, b"abcd", TypeError, "expected a bytes-like object, not int"),
+    ("text", b"abcd", TypeError, "expected a bytes-like object, not str"),
+    (b"x", None, TypeError, "expected a bytes-like object, not NoneType"),
+])
+def test_both_codecs_raise_the_same_errors(apply_mask, data, mask, error, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(error, match=message):
+        apply_mask(data, mask)
+
+
+def test_the_compiled_codec_is_picked_when_built() -> None:
+    if not COMPILED and not REQUIRE_COMPILED:
+        assert frames.BACKEND == "python"
+        return
+    assert COMPILED, "FRAMES_BUILD=required but ext._frames was not built"
+    if os.environ.get("FRAMES_PURE_PYTHON", "") in ("", "0"):
+        assert frames.BACKEND == "cython"
+
+
+def test_frames_pure_python_forces_the_fallback() -> None:
+    code = "from ext import frames; print(frames.BACKEND, frames.apply_mask.__module__)"
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "FRAMES_PURE_PYTHON": "1"}, check=True)
+    assert run.stdout.split() == ["python", "ext._frames_py"]

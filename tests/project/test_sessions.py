@@ -1,0 +1,130 @@
+"""Server-side sessions on both backends: data on the server, msgpack, safe cookies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+import redis
+from flask import Flask
+
+from tests.conftest import REDIS_URL
+
+
+def session_cookie(response) -> str:  # type: ignore[no-untyped-def]
+    headers = [h for h in response.headers.getlist("Set-Cookie") if h.startswith("session=")]
+    assert len(headers) == 1, headers
+    return headers[0]
+
+
+def test_session_round_trip_and_cookie_flags(app: Flask) -> None:
+    client = app.test_client()
+    response = client.get("/_probe/session?value=hello")
+    cookie = session_cookie(response)
+    assert "HttpOnly" in cookie
+    assert "SameSite=Lax" in cookie
+    assert "Secure" not in cookie  # plain http in development and test
+    assert "Path=/" in cookie
+    assert client.get("/_probe/session/read").json == {"probe": "hello"}
+
+
+def test_production_cookie_is_secure(make_app) -> None:  # type: ignore[no-untyped-def]
+    app = make_app("production", SECRET_KEY="s" * 48)
+    cookie = session_cookie(app.test_client().get("/_probe/session?value=x"))
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_the_cookie_carries_only_a_random_id(app: Flask) -> None:
+    client = app.test_client()
+    sid = client.get("/_probe/session?value=top-secret-value").json["sid"]
+    cookie = session_cookie(client.get("/_probe/session?value=top-secret-value"))
+    assert "top-secret-value" not in cookie
+    assert len(sid) >= 43  # 32 random bytes, URL-safe base64
+
+
+@pytest.mark.parametrize("stack", ["services"], indirect=True)
+def test_session_data_lives_in_redis_under_the_project_prefix(
+    app: Flask, redis_client: redis.Redis
+) -> None:
+    client = app.test_client()
+    sid = client.get("/_probe/session?value=in-redis").json["sid"]
+    key = f"{app.config['REDIS_KEY_PREFIX']}session:{sid}"
+    raw = redis_client.get(key)
+    assert raw is not None, f"no Redis key {key}"
+    assert msgspec.msgpack.decode(raw)["probe"] == "in-redis"  # msgpack, not pickle
+    ttl = redis_client.ttl(key)
+    assert 0 < ttl <= app.config["SESSION_LIFETIME_SECONDS"]
+
+
+@pytest.mark.parametrize("stack", ["services"], indirect=True)
+def test_session_lifetime_setting_sets_the_redis_expiry(make_app, redis_client) -> None:  # type: ignore[no-untyped-def]
+    app = make_app(SESSION_LIFETIME_SECONDS=120)
+    sid = app.test_client().get("/_probe/session?value=x").json["sid"]
+    ttl = redis_client.ttl(f"{app.config['REDIS_KEY_PREFIX']}session:{sid}")
+    assert 100 < ttl <= 120
+
+
+@pytest.mark.parametrize("stack", ["embedded"], indirect=True)
+def test_filesystem_sessions_are_msgpack_files_private_to_the_app(app: Flask) -> None:
+    client = app.test_client()
+    client.get("/_probe/session?value=on-disk")
+    files = [p for p in (Path(app.config["INSTANCE_PATH"]) / "sessions").iterdir() if p.is_file()]
+    decoded = []
+    for path in files:
+        data = path.read_bytes()
+        assert not data[4:].startswith(b"\x80"), f"{path} is a pickle"
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+        decoded.append(msgspec.msgpack.decode(data[4:]))
+    assert any(isinstance(d, dict) and d.get("probe") == "on-disk" for d in decoded)
+
+
+def test_a_forged_or_unknown_session_id_gets_a_fresh_empty_session(app: Flask) -> None:
+    client = app.test_client()
+    client.get("/_probe/session?value=mine")
+    attacker = app.test_client()
+    attacker.set_cookie("session", "forged-" + "A" * 40)
+    assert attacker.get("/_probe/session/read").json == {"probe": None}
+
+
+def test_a_damaged_session_file_or_value_is_treated_as_no_session(app: Flask) -> None:
+    client = app.test_client()
+    sid = client.get("/_probe/session?value=x").json["sid"]
+    if app.config["STACK"] == "services":
+        with redis.Redis.from_url(REDIS_URL) as r:
+            r.set(f"{app.config['REDIS_KEY_PREFIX']}session:{sid}", b"\xc1not msgpack")
+    else:
+        for path in (Path(app.config["INSTANCE_PATH"]) / "sessions").iterdir():
+            path.write_bytes(path.read_bytes()[:4] + b"\xc1not msgpack")
+    response = client.get("/_probe/session/read")
+    assert response.status_code == 200
+    assert response.json == {"probe": None}
+
+
+class _Exploit:
+    """Unpickling this creates a directory: proof that pickle.loads ran."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        import os
+
+        return (os.mkdir, (self.path,))
+
+
+@pytest.mark.parametrize("stack", ["services"], indirect=True)
+def test_a_pickle_planted_in_redis_is_never_unpickled(
+    app: Flask, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """Flask-Session 0.8 falls back to pickle.loads on undecodable data; we must not."""
+    import pickle
+
+    client = app.test_client()
+    sid = client.get("/_probe/session?value=x").json["sid"]
+    marker = tmp_path / "pwned"
+    redis_client.set(
+        f"{app.config['REDIS_KEY_PREFIX']}session:{sid}", pickle.dumps(_Exploit(str(marker)))
+    )
+    assert client.get("/_probe/session/read").json == {"probe": None}
+    assert not marker.exists(), "a pickle from Redis was executed"
