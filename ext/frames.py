@@ -16,7 +16,7 @@ if os.environ.get("FRAMES_PURE_PYTHON", "") not in ("", "0"):
     BACKEND = "python"
 else:
     try:
-        from ext._frames import apply_mask  # type: ignore[no-redef]
+        from ext._frames import apply_mask
 
         BACKEND = "cython"
     except ImportError:  # not built: no compiler at install time, or a source checkout

@@ -36,7 +36,7 @@ def _load_app() -> Flask:
 
 
 def _app() -> Flask:
-    return current_app._get_current_object()  # type: ignore[attr-defined, no-any-return]
+    return current_app._get_current_object()  # type: ignore[attr-defined]
 
 
 def _failure(exc: Exception) -> click.ClickException:
@@ -96,7 +96,9 @@ def check_command() -> None:
             failed = True
         else:
             if pending:
-                click.echo(f"migrations: {len(pending)} unapplied ({', '.join(pending)}); run migrate")
+                click.echo(
+                    f"migrations: {len(pending)} unapplied ({', '.join(pending)}); run migrate"
+                )
             else:
                 click.echo("migrations: ok (all applied)")
     if failed:

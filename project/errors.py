@@ -66,7 +66,7 @@ def handle_csrf_error(exc: CSRFError) -> ErrorResponse:
 
 def handle_internal_error(exc: InternalServerError) -> ErrorResponse:
     if isinstance(exc.original_exception, OUTAGES):
-        return error_response(503, MESSAGES[503], ServiceUnavailable.name)
+        return error_response(503, MESSAGES[503], ServiceUnavailable().name)
     return error_response(500, MESSAGES[500], exc.name)
 
 

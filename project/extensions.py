@@ -37,4 +37,3 @@ def get_redis() -> redis.Redis | None:
     """The current app's Redis client, or None on the embedded stack."""
     client: redis.Redis | None = current_app.extensions.get("redis")
     return client
-

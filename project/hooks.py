@@ -31,7 +31,10 @@ def load_current_user() -> None:
 
 
 def add_security_headers(response: Response) -> Response:
-    """Headers every response carries; a view that set its own (a download's sandbox CSP) keeps it."""
+    """Add the headers every response carries.
+
+    A view that set its own (a download's sandbox CSP) keeps it.
+    """
     headers = response.headers
     headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     headers.setdefault("X-Content-Type-Options", "nosniff")

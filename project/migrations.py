@@ -31,7 +31,9 @@ from project.urls import DatabaseURL
 
 DRIVER_ERRORS = (pymysql.err.MySQLError, sqlite3.Error)
 
-MIGRATION_FILE = re.compile(r"^(?P<number>\d{4})_(?P<name>\w+?)(?:\.(?P<engine>mysql|sqlite))?\.sql$")
+MIGRATION_FILE = re.compile(
+    r"^(?P<number>\d{4})_(?P<name>\w+?)(?:\.(?P<engine>mysql|sqlite))?\.sql$"
+)
 
 
 class MigrationError(Exception):
@@ -78,10 +80,10 @@ def _files_for_engine(label: str, directory: Path, engine: str) -> list[tuple[st
             raise MigrationError(
                 f"{label}: {stem} has both a generic and an engine-specific file; keep one kind"
             )
-        path = variants.get(engine) or variants.get(None)
-        if path is None:
+        found = variants.get(engine) or variants.get(None)
+        if found is None:
             raise MigrationError(f"{label}: {stem} has no {stem}.{engine}.sql for this engine")
-        result.append((f"{label}:{stem}", path))
+        result.append((f"{label}:{stem}", found))
     return result
 
 

@@ -68,7 +68,6 @@ class Config:
     MAX_CONTENT_LENGTH = 16 * 1024 * 1024
 
 
-
 class DevelopmentConfig(Config):
     DEBUG = True
 
@@ -115,9 +114,7 @@ def load_settings(
     instance = Path(instance_path or BASE_DIR / "instance")
     env = env or environ.get("APP_ENV") or "development"
     if env not in CONFIG_CLASSES:
-        raise ConfigurationError(
-            f"APP_ENV={env!r} is not one of {', '.join(ENVIRONMENTS)}"
-        )
+        raise ConfigurationError(f"APP_ENV={env!r} is not one of {', '.join(ENVIRONMENTS)}")
     cls = CONFIG_CLASSES[env]
     config = {k: getattr(cls, k) for k in dir(cls) if k.isupper()}
     config["APP_ENV"] = env

@@ -39,7 +39,7 @@ def healthz() -> tuple[Response, int]:
     """Machine-readable health: 200 when every configured part works, 503 naming the failures."""
     checks = run_checks(current_app._get_current_object())  # type: ignore[attr-defined]
     failing = [c.name for c in checks if not c.ok]
-    body = {c.name: c.detail for c in checks}
+    body: dict[str, Any] = {c.name: c.detail for c in checks}
     body["status"] = "unavailable" if failing else "ok"
     if failing:
         body["failing"] = failing

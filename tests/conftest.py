@@ -155,8 +155,15 @@ def add_user(username: str = "alice", *, is_active: bool = True, is_admin: bool 
     result = db.execute(
         "INSERT INTO users (username, username_key, email, password_hash, is_active, is_admin,"
         " created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        (username, username.lower(), f"{uuid.uuid4().hex}@example.com", "!", is_active, is_admin,
-         "2026-11-21 12:00:00"),
+        (
+            username,
+            username.lower(),
+            f"{uuid.uuid4().hex}@example.com",
+            "!",
+            is_active,
+            is_admin,
+            "2026-11-21 12:00:00",
+        ),
     )
     assert result.lastrowid
     return result.lastrowid

@@ -50,7 +50,7 @@ def test_large_payloads_and_any_alignment(apply_mask) -> None:  # type: ignore[n
     data = os.urandom(1 << 20)
     mask = b"\x01\x02\x03\x04"
     for offset in range(4):
-        view = memoryview(data)[offset:offset + 100_003]
+        view = memoryview(data)[offset : offset + 100_003]
         assert apply_mask(view, mask) == reference(bytes(view), mask)
 
 
@@ -61,13 +61,16 @@ def test_accepts_every_bytes_like_type(apply_mask) -> None:  # type: ignore[no-u
         assert result == expected and type(result) is bytes
 
 
-@pytest.mark.parametrize(("data", "mask", "error", "message"), [
-    (b"x", b"abc", ValueError, "mask must contain 4 bytes"),
-    (b"x", b"abcde", ValueError, "mask must contain 4 bytes"),
-    (5, b"abcd", TypeError, "expected a bytes-like object, not int"),
-    ("text", b"abcd", TypeError, "expected a bytes-like object, not str"),
-    (b"x", None, TypeError, "expected a bytes-like object, not NoneType"),
-])
+@pytest.mark.parametrize(
+    ("data", "mask", "error", "message"),
+    [
+        (b"x", b"abc", ValueError, "mask must contain 4 bytes"),
+        (b"x", b"abcde", ValueError, "mask must contain 4 bytes"),
+        (5, b"abcd", TypeError, "expected a bytes-like object, not int"),
+        ("text", b"abcd", TypeError, "expected a bytes-like object, not str"),
+        (b"x", None, TypeError, "expected a bytes-like object, not NoneType"),
+    ],
+)
 def test_both_codecs_raise_the_same_errors(apply_mask, data, mask, error, message) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(error, match=message):
         apply_mask(data, mask)
@@ -84,6 +87,12 @@ def test_the_compiled_codec_is_picked_when_built() -> None:
 
 def test_frames_pure_python_forces_the_fallback() -> None:
     code = "from ext import frames; print(frames.BACKEND, frames.apply_mask.__module__)"
-    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                         env={**os.environ, "FRAMES_PURE_PYTHON": "1"}, check=True)
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FRAMES_PURE_PYTHON": "1"},
+        check=True,
+    )
     assert run.stdout.split() == ["python", "ext._frames_py"]

@@ -18,20 +18,33 @@ ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = ["runserver", "migrate", "showmigrations", "routes", "shell", "check"]
 
 
-def manage(*args: str, tmp_path: Path, timeout: int = 60, **env: str) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items()
-               if not k.startswith(("APP_ENV", "SECRET_KEY", "DATABASE_URL", "REDIS_URL"))}
+def manage(
+    *args: str, tmp_path: Path, timeout: int = 60, **env: str
+) -> subprocess.CompletedProcess:
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("APP_ENV", "SECRET_KEY", "DATABASE_URL", "REDIS_URL"))
+    }
     environ.setdefault("DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
     environ.update(env)
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=environ,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_help_lists_every_command_with_a_description(tmp_path: Path) -> None:
     run = manage("--help", tmp_path=tmp_path)
     assert run.returncode == 0, run.stderr
     for command in COMMANDS:
-        line = next((ln for ln in run.stdout.splitlines() if ln.strip().startswith(command + " ")), "")
+        line = next(
+            (ln for ln in run.stdout.splitlines() if ln.strip().startswith(command + " ")), ""
+        )
         assert line.strip() != command and len(line.split()) > 1, f"{command} has no description"
 
 
@@ -60,8 +73,12 @@ def test_migrate_showmigrations_and_check_on_sqlite(tmp_path: Path) -> None:
 def test_migrate_and_check_on_mariadb(mysql_database: str, tmp_path: Path) -> None:
     run = manage("migrate", tmp_path=tmp_path, DATABASE_URL=mysql_database)
     assert run.returncode == 0 and "Applied accounts:0001_users" in run.stdout, run.stderr
-    check = manage("check", tmp_path=tmp_path, DATABASE_URL=mysql_database,
-                   REDIS_URL="redis://127.0.0.1:6379/0")
+    check = manage(
+        "check",
+        tmp_path=tmp_path,
+        DATABASE_URL=mysql_database,
+        REDIS_URL="redis://127.0.0.1:6379/0",
+    )
     assert check.returncode == 0, check.stdout
     assert "db: ok (mysql)" in check.stdout and "redis: ok (ok)" in check.stdout
 
@@ -73,10 +90,15 @@ def test_routes_lists_the_urls(tmp_path: Path) -> None:
 
 
 def test_shell_runs_in_the_app_context(tmp_path: Path) -> None:
-    run = subprocess.run([sys.executable, "manage.py", "shell"], cwd=ROOT,
-                         input="print('engine=' + app.config['DATABASE'].engine)\n",
-                         env={**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}"},
-                         capture_output=True, text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, "manage.py", "shell"],
+        cwd=ROOT,
+        input="print('engine=' + app.config['DATABASE'].engine)\n",
+        env={**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "engine=sqlite" in run.stdout
 
 
@@ -101,7 +123,9 @@ def test_bad_settings_give_one_line_and_a_usage_exit_code(
 def test_an_unreachable_database_fails_migrate_with_one_line(tmp_path: Path) -> None:
     run = manage("migrate", tmp_path=tmp_path, DATABASE_URL="mysql://root@127.0.0.1:1/x")
     assert run.returncode == 1
-    assert run.stderr.startswith("Error: DATABASE_URL: cannot connect to mysql://root@127.0.0.1:1/x")
+    assert run.stderr.startswith(
+        "Error: DATABASE_URL: cannot connect to mysql://root@127.0.0.1:1/x"
+    )
     assert "Traceback" not in run.stderr
 
 
@@ -118,7 +142,11 @@ def test_runserver_migrates_the_embedded_database_and_serves(tmp_path: Path) -> 
     environ.pop("APP_ENV", None)
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "runserver", "--port", str(port), "--no-reload"],
-        cwd=ROOT, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         body = ""

@@ -27,8 +27,13 @@ def notes(app: Flask):  # type: ignore[no-untyped-def]
 def test_rows_come_back_as_dicts_with_one_parameter_style(notes: Flask) -> None:
     with notes.app_context():
         db.execute("INSERT INTO notes (id, body) VALUES (%s, %s)", (1, "first"))
-        db.execute("INSERT INTO notes (id, body) VALUES (%(id)s, %(body)s)", {"id": 2, "body": "50%"})
-        assert db.fetch_one("SELECT id, body FROM notes WHERE id = %s", (1,)) == {"id": 1, "body": "first"}
+        db.execute(
+            "INSERT INTO notes (id, body) VALUES (%(id)s, %(body)s)", {"id": 2, "body": "50%"}
+        )
+        assert db.fetch_one("SELECT id, body FROM notes WHERE id = %s", (1,)) == {
+            "id": 1,
+            "body": "first",
+        }
         assert db.fetch_all("SELECT body FROM notes WHERE body LIKE '%%0%%' ORDER BY id") == [
             {"body": "50%"}
         ]
@@ -69,10 +74,9 @@ def test_a_transaction_commits_everything_or_nothing(notes: Flask) -> None:
 def test_constraint_violations_raise_integrity_error_and_roll_back(notes: Flask) -> None:
     with notes.app_context():
         db.execute("INSERT INTO notes (id, body) VALUES (%s, %s)", (1, "same"))
-        with pytest.raises(IntegrityError):
-            with db.transaction():
-                db.execute("INSERT INTO notes (id, body) VALUES (%s, %s)", (2, "other"))
-                db.execute("INSERT INTO notes (id, body) VALUES (%s, %s)", (3, "same"))
+        with pytest.raises(IntegrityError), db.transaction():
+            db.execute("INSERT INTO notes (id, body) VALUES (%s, %s)", (2, "other"))
+            db.execute("INSERT INTO notes (id, body) VALUES (%s, %s)", (3, "same"))
         assert db.fetch_all("SELECT id FROM notes") == [{"id": 1}]
 
 
@@ -82,7 +86,9 @@ def test_execute_many_inserts_all_rows_in_one_transaction(notes: Flask) -> None:
         db.execute_many("INSERT INTO notes (id, body) VALUES (%s, %s)", rows)
         assert db.fetch_value("SELECT COUNT(*) FROM notes") == 50
         with pytest.raises(IntegrityError):
-            db.execute_many("INSERT INTO notes (id, body) VALUES (%s, %s)", [(100, "new"), (101, "n1")])
+            db.execute_many(
+                "INSERT INTO notes (id, body) VALUES (%s, %s)", [(100, "new"), (101, "n1")]
+            )
         assert db.fetch_value("SELECT COUNT(*) FROM notes") == 50
 
 
@@ -150,11 +156,10 @@ def kill(thread_id: int) -> None:
 @pytest.mark.parametrize("stack", ["services"], indirect=True)
 def test_a_killed_connection_mid_transaction_commits_nothing(notes: Flask) -> None:
     """The DBUtils hazard: a silent reconnect-and-retry would commit the second insert alone."""
-    with notes.app_context():
-        with pytest.raises(OperationalError), db.transaction():
-            db.execute("INSERT INTO notes (id, body) VALUES (%s, %s)", (1, "first half"))
-            kill(connection_id())
-            db.execute("INSERT INTO notes (id, body) VALUES (%s, %s)", (2, "second half"))
+    with notes.app_context(), pytest.raises(OperationalError), db.transaction():
+        db.execute("INSERT INTO notes (id, body) VALUES (%s, %s)", (1, "first half"))
+        kill(connection_id())
+        db.execute("INSERT INTO notes (id, body) VALUES (%s, %s)", (2, "second half"))
     with notes.app_context():
         assert db.fetch_all("SELECT id FROM notes") == []
 
@@ -176,7 +181,9 @@ def test_a_killed_idle_connection_is_replaced_on_the_next_request(app: Flask) ->
 def test_an_unreachable_server_is_reported_with_the_variable_name(make_app) -> None:  # type: ignore[no-untyped-def]
     app = make_app()
     # Port 1 on loopback: nothing listens there, so every connect is refused.
-    db.configure(DatabaseURL.parse(f"mysql://root@127.0.0.1:1/{app.config['DATABASE'].name}", ROOT), 2)
+    db.configure(
+        DatabaseURL.parse(f"mysql://root@127.0.0.1:1/{app.config['DATABASE'].name}", ROOT), 2
+    )
     with app.app_context(), pytest.raises(OperationalError, match="DATABASE_URL: cannot connect"):
         db.fetch_one("SELECT 1")
     response = app.test_client().get("/_probe/row")

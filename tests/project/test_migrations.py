@@ -29,15 +29,25 @@ def test_installed_apps_are_migrated_and_recorded(app: Flask) -> None:
 
 def test_new_migrations_apply_once_in_order_across_apps(app: Flask, tmp_path: Path) -> None:
     log = "INSERT INTO migration_log (name) VALUES ('{}');"
-    add_app_migrations(app, "alpha", tmp_path / "alpha", {
-        "0001_log.sql": "CREATE TABLE migration_log (name VARCHAR(50) NOT NULL);\n"
-                        + log.format("alpha:0001"),
-        "0003_third.sql": log.format("alpha:0003"),
-        "0002_second.sql": log.format("alpha:0002"),
-    })
-    add_app_migrations(app, "beta", tmp_path / "beta", {
-        "0001_first.sql": "-- depends: alpha:0002_second\n" + log.format("beta:0001"),
-    })
+    add_app_migrations(
+        app,
+        "alpha",
+        tmp_path / "alpha",
+        {
+            "0001_log.sql": "CREATE TABLE migration_log (name VARCHAR(50) NOT NULL);\n"
+            + log.format("alpha:0001"),
+            "0003_third.sql": log.format("alpha:0003"),
+            "0002_second.sql": log.format("alpha:0002"),
+        },
+    )
+    add_app_migrations(
+        app,
+        "beta",
+        tmp_path / "beta",
+        {
+            "0001_first.sql": "-- depends: alpha:0002_second\n" + log.format("beta:0001"),
+        },
+    )
     applied = migrations.migrate(app)
     assert applied == ["alpha:0001_log", "alpha:0002_second", "alpha:0003_third", "beta:0001_first"]
     assert migrations.migrate(app) == []
@@ -47,21 +57,31 @@ def test_new_migrations_apply_once_in_order_across_apps(app: Flask, tmp_path: Pa
 
 
 def test_the_file_for_the_configured_engine_is_used(app: Flask, tmp_path: Path) -> None:
-    add_app_migrations(app, "gamma", tmp_path / "gamma", {
-        "0001_kind.mysql.sql": "CREATE TABLE engine_kind (name VARCHAR(10)); "
-                               "INSERT INTO engine_kind VALUES ('mysql');",
-        "0001_kind.sqlite.sql": "CREATE TABLE engine_kind (name VARCHAR(10)); "
-                                "INSERT INTO engine_kind VALUES ('sqlite');",
-    })
+    add_app_migrations(
+        app,
+        "gamma",
+        tmp_path / "gamma",
+        {
+            "0001_kind.mysql.sql": "CREATE TABLE engine_kind (name VARCHAR(10)); "
+            "INSERT INTO engine_kind VALUES ('mysql');",
+            "0001_kind.sqlite.sql": "CREATE TABLE engine_kind (name VARCHAR(10)); "
+            "INSERT INTO engine_kind VALUES ('sqlite');",
+        },
+    )
     assert migrations.migrate(app) == ["gamma:0001_kind"]
     with app.app_context():
         assert db.fetch_value("SELECT name FROM engine_kind") == app.config["DATABASE"].engine
 
 
 def test_a_failing_migration_is_named_and_not_recorded(app: Flask, tmp_path: Path) -> None:
-    add_app_migrations(app, "delta", tmp_path / "delta", {
-        "0001_broken.sql": "CREATE TABLE nope (id INTEGER;",
-    })
+    add_app_migrations(
+        app,
+        "delta",
+        tmp_path / "delta",
+        {
+            "0001_broken.sql": "CREATE TABLE nope (id INTEGER;",
+        },
+    )
     with pytest.raises(migrations.MigrationError, match="delta:0001_broken failed"):
         migrations.migrate(app)
     assert [s for s in migrations.status(app) if s.id == "delta:0001_broken"][0].applied is False

@@ -78,7 +78,9 @@ def test_api_errors_are_json(app: Flask) -> None:
     response = client.get("/api/no/such/thing")
     assert response.status_code == 404 and response.is_json
     assert response.json == {
-        "error": "Not Found", "status": 404, "message": "There is nothing at this address.",
+        "error": "Not Found",
+        "status": 404,
+        "message": "There is nothing at this address.",
     }
     assert client.get("/", headers={"Accept": "application/json"}).status_code == 200
 
@@ -107,13 +109,15 @@ def test_a_database_outage_is_a_503_not_a_500(app: Flask) -> None:
     db.configure(DatabaseURL.parse(f"mysql://root@127.0.0.1:1/{url.name}", BASE_DIR), 2)
     response = app.test_client().get("/_probe/row")
     assert response.status_code == 503
+    assert "temporarily unavailable" in response.get_data(as_text=True)
     with pytest.raises(DatabaseError), app.app_context():
         db.ping()
 
 
 def test_a_request_body_over_the_limit_is_refused(make_app) -> None:  # type: ignore[no-untyped-def]
     app = make_app(MAX_CONTENT_LENGTH=1024)
-    response = app.test_client().post("/api/_probe/json", data=b"x" * 4096,
-                                      content_type="application/json")
+    response = app.test_client().post(
+        "/api/_probe/json", data=b"x" * 4096, content_type="application/json"
+    )
     assert response.status_code == 413
     assert response.is_json

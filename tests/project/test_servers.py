@@ -56,11 +56,16 @@ def gunicorn_server(mysql_database: str, redis_prefix: str, tmp_path: Path) -> I
         "GUNICORN_WORKERS": "2",
         "GUNICORN_ACCESS_LOG": str(tmp_path / "access.log"),
     }
-    subprocess.run([sys.executable, "manage.py", "migrate"], cwd=ROOT, env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "project.wsgi:app"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         wait_for(f"http://127.0.0.1:{port}/healthz")
@@ -95,15 +100,27 @@ class PrivateMariaDB:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["mariadbd", "--no-defaults", f"--datadir={self.datadir}", f"--port={self.port}",
-             "--bind-address=127.0.0.1", f"--socket={self.datadir}/mysqld.sock", "--user=root",
-             "--skip-log-bin", "--innodb-buffer-pool-size=32M", f"--pid-file={self.datadir}/pid"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "mariadbd",
+                "--no-defaults",
+                f"--datadir={self.datadir}",
+                f"--port={self.port}",
+                "--bind-address=127.0.0.1",
+                f"--socket={self.datadir}/mysqld.sock",
+                "--user=root",
+                "--skip-log-bin",
+                "--innodb-buffer-pool-size=32M",
+                f"--pid-file={self.datadir}/pid",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                pymysql.connect(host="127.0.0.1", port=self.port, user="root", connect_timeout=1).close()
+                pymysql.connect(
+                    host="127.0.0.1", port=self.port, user="root", connect_timeout=1
+                ).close()
                 return
             except pymysql.err.OperationalError:
                 time.sleep(0.2)
@@ -119,14 +136,26 @@ class PrivateMariaDB:
 @pytest.fixture
 def private_mariadb(tmp_path: Path) -> Iterator[PrivateMariaDB]:
     install = shutil.which("mariadb-install-db")
-    if install is None or shutil.which("mariadbd") is None and not Path("/usr/sbin/mariadbd").exists():
+    if (
+        install is None
+        or shutil.which("mariadbd") is None
+        and not Path("/usr/sbin/mariadbd").exists()
+    ):
         service_missing("mariadbd and mariadb-install-db", FileNotFoundError("not installed"))
     os.environ["PATH"] += os.pathsep + "/usr/sbin"
     datadir = tmp_path / "mariadb"
     subprocess.run(
-        [install, "--no-defaults", f"--datadir={datadir}", "--user=root",
-         "--auth-root-authentication-method=normal", "--skip-test-db"],
-        check=True, capture_output=True, timeout=120,
+        [
+            install,
+            "--no-defaults",
+            f"--datadir={datadir}",
+            "--user=root",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     server = PrivateMariaDB(datadir, free_port())
     server.start()
@@ -138,11 +167,15 @@ def private_mariadb(tmp_path: Path) -> Iterator[PrivateMariaDB]:
 
 @pytest.mark.parametrize("stack", ["services"], indirect=True)
 def test_the_pool_survives_a_database_restart(private_mariadb: PrivateMariaDB, make_app) -> None:  # type: ignore[no-untyped-def]
-    admin = pymysql.connect(host="127.0.0.1", port=private_mariadb.port, user="root", autocommit=True)
+    admin = pymysql.connect(
+        host="127.0.0.1", port=private_mariadb.port, user="root", autocommit=True
+    )
     with admin.cursor() as cur:
         cur.execute("CREATE DATABASE app")
     admin.close()
-    app = make_app(DATABASE_URL=f"mysql://root@127.0.0.1:{private_mariadb.port}/app", REDIS_URL=None)
+    app = make_app(
+        DATABASE_URL=f"mysql://root@127.0.0.1:{private_mariadb.port}/app", REDIS_URL=None
+    )
     client = app.test_client()
     assert client.get("/_probe/row").json == {"n": 0}
 

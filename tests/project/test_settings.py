@@ -35,7 +35,9 @@ def test_production_refuses_to_start_without_secret_key(tmp_path: Path) -> None:
 
 
 def test_production_refuses_a_short_secret_key(tmp_path: Path) -> None:
-    assert error_of(tmp_path, "production", SECRET_KEY="short").startswith("SECRET_KEY is too short")
+    assert error_of(tmp_path, "production", SECRET_KEY="short").startswith(
+        "SECRET_KEY is too short"
+    )
 
 
 def test_production_hardens_cookies_and_transport(tmp_path: Path) -> None:
@@ -78,7 +80,9 @@ def test_database_url_error_never_shows_the_password(tmp_path: Path) -> None:
     assert "hunter2" not in message
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:6379", "redis://127.0.0.1:port/0", "redis://h/x"])
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:6379", "redis://127.0.0.1:port/0", "redis://h/x"]
+)
 def test_bad_redis_url_names_the_variable(tmp_path: Path, url: str) -> None:
     assert error_of(tmp_path, REDIS_URL=url).startswith("REDIS_URL: ")
 
@@ -91,7 +95,12 @@ def test_urls_are_parsed_once_into_typed_values(tmp_path: Path) -> None:
     )
     url = config["DATABASE"]
     assert (url.engine, url.host, url.port, url.user, url.password, url.name) == (
-        "mysql", "db.internal", 3307, "app", "p@ss", "site",
+        "mysql",
+        "db.internal",
+        3307,
+        "app",
+        "p@ss",
+        "site",
     )
     assert "p@ss" not in url.display and "p@ss" not in repr(url)
     assert config["REDIS"].url == "redis://127.0.0.1:6379/2"
@@ -123,14 +132,22 @@ def test_session_lifetime_is_configurable(tmp_path: Path) -> None:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    keep = {k: v for k, v in os.environ.items() if not k.startswith(("APP_", "SECRET", "DATABASE", "REDIS"))}
+    keep = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("APP_", "SECRET", "DATABASE", "REDIS"))
+    }
     return {**keep, **extra}
 
 
 def test_manage_py_prints_one_line_for_a_missing_secret_key() -> None:
     run = subprocess.run(
         [sys.executable, "manage.py", "check"],
-        cwd=ROOT, env=clean_env(APP_ENV="production"), capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=clean_env(APP_ENV="production"),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert run.returncode != 0
     assert run.stderr.strip().splitlines() == [
@@ -141,9 +158,21 @@ def test_manage_py_prints_one_line_for_a_missing_secret_key() -> None:
 
 def test_gunicorn_refuses_to_start_without_secret_key() -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", "127.0.0.1:0",
-         "project.wsgi:app"],
-        cwd=ROOT, env=clean_env(APP_ENV="production"), capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "gunicorn.conf.py",
+            "--bind",
+            "127.0.0.1:0",
+            "project.wsgi:app",
+        ],
+        cwd=ROOT,
+        env=clean_env(APP_ENV="production"),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert run.returncode != 0
     assert "Error: SECRET_KEY is not set" in run.stderr
