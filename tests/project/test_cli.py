@@ -6,13 +6,11 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, http_get, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = ["runserver", "migrate", "showmigrations", "routes", "shell", "check"]
@@ -149,16 +147,9 @@ def test_runserver_migrates_the_embedded_database_and_serves(tmp_path: Path) -> 
         text=True,
     )
     try:
-        body = ""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
-                    body = response.read().decode()
-                    break
-            except OSError:
-                time.sleep(0.2)
-        assert "Welcome" in body
+        wait_for(f"http://127.0.0.1:{port}/")
+        status, body = http_get(f"http://127.0.0.1:{port}/")
+        assert status == 200 and "Welcome" in body
         with sqlite3.connect(database) as con:
             assert con.execute("SELECT COUNT(*) FROM users").fetchone() == (0,)
     finally:

@@ -9,36 +9,15 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pymysql
 import pytest
 
-from tests.conftest import REDIS_URL, free_port, service_missing
+from tests.conftest import REDIS_URL, free_port, http_get, service_missing, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
-def wait_for(url: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            get(url)
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer within {seconds}s")
 
 
 @pytest.fixture
@@ -77,14 +56,14 @@ def gunicorn_server(mysql_database: str, redis_prefix: str, tmp_path: Path) -> I
 
 
 def test_gunicorn_serves_pages_and_health(gunicorn_server: str) -> None:
-    status, body = get(gunicorn_server + "/healthz")
+    status, body = http_get(gunicorn_server + "/healthz")
     assert status == 200
     health = json.loads(body)
     assert health["status"] == "ok" and health["db"] == "mysql" and health["redis"] == "ok"
     for _ in range(20):  # across both workers
-        status, body = get(gunicorn_server + "/")
+        status, body = http_get(gunicorn_server + "/")
         assert status == 200 and "Welcome" in body
-    status, _ = get(gunicorn_server + "/no-such-page")
+    status, _ = http_get(gunicorn_server + "/no-such-page")
     assert status == 404
 
 
