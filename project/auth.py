@@ -1,13 +1,21 @@
-"""Who is logged in: the shared contract between the accounts app and everyone else.
+"""Who is asking: the shared contract between the accounts app and everyone else.
 
-The project does not know how users are stored. The accounts app registers
-a loader with :func:`user_loader`; the request hook calls it with the id kept
-in the session and puts the result in ``g.user``. Other apps only read
-``g.user`` or use :func:`login_required`, so no app imports another's views.
+The project does not know how users are stored. The accounts app registers a
+loader for session logins (:func:`user_loader`) and one for API keys
+(:func:`api_key_loader`); the request hook puts the result in ``g.user`` and
+says how it was obtained in ``g.auth_method`` (``"session"``, ``"api_key"`` or
+``None``). Other apps only read ``g.user`` or use :func:`login_required`, so no
+app imports another's views.
+
+Session logins carry their own clock: ``auth_at`` (when the password was
+given) and ``seen_at`` (the last request). A session older than its absolute
+lifetime, or idle longer than its idle lifetime, is cleared on its next
+request. "Remember me" stretches both to ``SESSION_LIFETIME_SECONDS``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
@@ -15,6 +23,7 @@ from typing import Any, TypeVar
 from flask import Flask, abort, current_app, g, redirect, request, session, url_for
 
 SESSION_USER_KEY = "user_id"
+SEEN_RESOLUTION = 60  # seconds: refresh seen_at at most this often (each refresh is a write)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -24,16 +33,81 @@ def user_loader(app: Flask, loader: Callable[[int], Any | None]) -> None:
     app.extensions["user_loader"] = loader
 
 
-def load_user(app: Flask) -> Any | None:
-    """The user whose id the session holds, if the id is valid and the user may log in."""
+def api_key_loader(app: Flask, loader: Callable[[str], Any | None]) -> None:
+    """Register the function that turns a presented API key into a user (or None)."""
+    app.extensions["api_key_loader"] = loader
+
+
+def start_session(user_id: int, *, remember: bool) -> None:
+    """Log a user in on this session: a new id and CSRF token first, so none can be fixed."""
+    if session:
+        current_app.session_interface.regenerate(session)  # type: ignore[attr-defined]
+    session.clear()  # drops the old CSRF token too; a new one is made on the next form
+    now = int(time.time())
+    session[SESSION_USER_KEY] = user_id
+    session["auth_at"] = now
+    session["seen_at"] = now
+    session["remember"] = remember
+    session.permanent = remember  # otherwise the cookie ends with the browser
+
+
+def end_session() -> None:
+    """Log out: the server-side session is deleted when the response is saved."""
+    session.clear()
+
+
+def _lifetimes(remember: bool) -> tuple[int, int]:
+    config = current_app.config
+    if remember:
+        return config["SESSION_LIFETIME_SECONDS"], config["SESSION_LIFETIME_SECONDS"]
+    return config["SESSION_ABSOLUTE_SECONDS"], config["SESSION_IDLE_SECONDS"]
+
+
+def _session_user() -> Any | None:
     user_id = session.get(SESSION_USER_KEY)
-    loader = app.extensions.get("user_loader")
+    loader = current_app.extensions.get("user_loader")
     if user_id is None or loader is None:
         return None
-    if not isinstance(user_id, int):
+    auth_at, seen_at = session.get("auth_at"), session.get("seen_at")
+    if not isinstance(user_id, int) or not isinstance(auth_at, int) or not isinstance(seen_at, int):
         session.clear()  # not something we ever store: drop it
         return None
-    return loader(user_id)
+    absolute, idle = _lifetimes(bool(session.get("remember")))
+    now = int(time.time())
+    if now - auth_at > absolute or now - seen_at > idle:
+        session.clear()
+        return None
+    user = loader(user_id)
+    if user is None:  # deleted or deactivated: the session is over
+        session.clear()
+        return None
+    if now - seen_at >= SEEN_RESOLUTION:
+        session["seen_at"] = now
+    return user
+
+
+def _api_key_user() -> Any | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    loader = current_app.extensions.get("api_key_loader")
+    if scheme.lower() != "bearer" or not credentials or loader is None:
+        return None
+    user = loader(credentials)
+    if user is None:
+        abort(401)  # a key was presented and is wrong: say so rather than fall back
+    return user
+
+
+def load_request_user() -> None:
+    """Set ``g.user`` and ``g.auth_method`` for this request."""
+    g.user, g.auth_method = None, None
+    if "Authorization" in request.headers:
+        g.user = _api_key_user()
+        g.auth_method = "api_key" if g.user else None
+        if g.user is not None:
+            return
+    g.user = _session_user()
+    g.auth_method = "session" if g.user else None
 
 
 def login_required(view: F) -> F:
@@ -46,6 +120,19 @@ def login_required(view: F) -> F:
             if request.path.startswith("/api/") or login_endpoint not in current_app.view_functions:
                 abort(401)
             return redirect(url_for(login_endpoint, next=request.full_path.rstrip("?")))
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def admin_required(view: F) -> F:
+    """Admins only: anonymous visitors go to the login page, everyone else gets 403."""
+
+    @wraps(view)
+    @login_required
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not getattr(g.user, "is_admin", False):
+            abort(403)
         return view(*args, **kwargs)
 
     return wrapped  # type: ignore[return-value]

@@ -36,6 +36,7 @@ import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,17 @@ def to_sqlite_paramstyle(sql: str) -> str:
     return _PLACEHOLDER.sub(replace, sql)
 
 
+def utcnow() -> datetime:
+    """The current UTC time, naive, as both engines store it (MySQL runs with time_zone +00:00)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+# Timestamps round-trip as datetime on SQLite as they do on MySQL. Registered
+# explicitly: Python 3.12 deprecates sqlite3's implicit default converters.
+sqlite3.register_adapter(datetime, lambda value: value.isoformat(" "))
+sqlite3.register_converter("TIMESTAMP", lambda raw: datetime.fromisoformat(raw.decode()))
+
+
 def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> Row:
     return {col[0]: value for col, value in zip(cursor.description, row, strict=True)}
 
@@ -140,7 +152,13 @@ def connect_sqlite(database: str) -> sqlite3.Connection:
     :meth:`Database.transaction` says ``BEGIN``, as on MySQL.
     """
     Path(database).parent.mkdir(parents=True, exist_ok=True)
-    con = sqlite3.connect(database, check_same_thread=False, isolation_level=None, timeout=30)
+    con = sqlite3.connect(
+        database,
+        check_same_thread=False,
+        isolation_level=None,
+        timeout=30,
+        detect_types=sqlite3.PARSE_DECLTYPES,
+    )
     con.row_factory = _dict_row
     con.execute("PRAGMA foreign_keys = ON")
     con.execute("PRAGMA journal_mode = WAL")

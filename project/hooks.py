@@ -6,9 +6,10 @@ in :func:`project.create_app`, never in a hook.
 
 from __future__ import annotations
 
-from flask import Flask, Response, current_app, g
+from flask import Flask, Response, current_app, g, request
 
-from project.auth import load_user
+from project.auth import load_request_user
+from project.extensions import csrf
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -27,7 +28,23 @@ CONTENT_SECURITY_POLICY = "; ".join(
 
 def load_current_user() -> None:
     """Put the logged-in user (or None) in ``g.user`` for views and templates."""
-    g.user = load_user(current_app._get_current_object())  # type: ignore[attr-defined]
+    load_request_user()
+
+
+def check_csrf() -> None:
+    """CSRF on every state-changing request, except those authenticated by an API key.
+
+    Flask-WTF's own check runs before any hook of ours, so it is switched off
+    (``WTF_CSRF_CHECK_DEFAULT = False``) and called here, after the user is known.
+    A request carrying an API key in its Authorization header cannot be forged
+    by another site (a browser never adds that header on its own), so it needs no token.
+    """
+    config = current_app.config
+    if not config["WTF_CSRF_ENABLED"] or request.method not in config["WTF_CSRF_METHODS"]:
+        return
+    if request.endpoint is None or g.get("auth_method") == "api_key":
+        return
+    csrf.protect()
 
 
 def add_security_headers(response: Response) -> Response:
@@ -49,6 +66,7 @@ def add_security_headers(response: Response) -> Response:
 
 def init_hooks(app: Flask) -> None:
     app.before_request(load_current_user)
+    app.before_request(check_csrf)
     app.after_request(add_security_headers)
     # The db connection is released by Database.release at app-context teardown,
     # which runs even when the view raised.

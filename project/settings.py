@@ -54,15 +54,32 @@ class Config:
     SESSION_USE_SIGNER = False
     SESSION_ID_LENGTH = 32
     SESSION_SERIALIZATION_FORMAT = "msgpack"
-    SESSION_LIFETIME_SECONDS = 14 * 24 * 3600
+    SESSION_LIFETIME_SECONDS = 14 * 24 * 3600  # "remember me", and the store's expiry
+    SESSION_ABSOLUTE_SECONDS = 12 * 3600  # a login without "remember me" lasts this long...
+    SESSION_IDLE_SECONDS = 2 * 3600  # ...unless idle for this long
     SESSION_COOKIE_NAME = "session"
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     SESSION_COOKIE_SECURE = False
 
     WTF_CSRF_ENABLED = True
+    WTF_CSRF_CHECK_DEFAULT = False  # checked in project.hooks.check_csrf, after auth
     WTF_CSRF_TIME_LIMIT = 3600 * 8
     WTF_CSRF_SSL_STRICT = True
+
+    MAIL_BACKEND = "console"
+    MAIL_SERVER = "localhost"
+    MAIL_PORT = 25
+    MAIL_USE_TLS = False
+    MAIL_USERNAME = ""
+    MAIL_PASSWORD = ""
+    MAIL_FROM = "flaskmono <noreply@localhost>"
+
+    # Failed logins: per account and per address, "slowed" by the short window
+    # and "refused for a while" by the long one (Flask-Limiter syntax).
+    LOGIN_LIMIT_ACCOUNT = "5 per minute; 20 per hour"
+    LOGIN_LIMIT_ADDRESS = "20 per minute; 100 per hour"
+    PASSWORD_RESET_SECONDS = 3600
 
     HSTS_SECONDS = 0
     MAX_CONTENT_LENGTH = 16 * 1024 * 1024
@@ -80,6 +97,7 @@ class TestConfig(Config):
 
 
 class ProductionConfig(Config):
+    MAIL_BACKEND = "smtp"
     SESSION_COOKIE_SECURE = True
     HSTS_SECONDS = 365 * 24 * 3600
     PREFERRED_URL_SCHEME = "https"
@@ -192,6 +210,24 @@ def _str(name: str, value: str) -> str:
     return value
 
 
+def _bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigurationError(f"{name}={value!r} is not a boolean (use 1 or 0)")
+
+
+def _choice(*allowed: str) -> Any:
+    def parse(name: str, value: str) -> str:
+        if value not in allowed:
+            raise ConfigurationError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
 #: Environment variables read on top of the config class, with their parsers.
 _VARIABLES = {
     "SECRET_KEY": _str,
@@ -201,4 +237,16 @@ _VARIABLES = {
     "REDIS_KEY_PREFIX": _str,
     "MEDIA_ROOT": _str,
     "SESSION_LIFETIME_SECONDS": _int,
+    "SESSION_ABSOLUTE_SECONDS": _int,
+    "SESSION_IDLE_SECONDS": _int,
+    "MAIL_BACKEND": _choice("console", "smtp"),
+    "MAIL_SERVER": _str,
+    "MAIL_PORT": _int,
+    "MAIL_USE_TLS": _bool,
+    "MAIL_USERNAME": _str,
+    "MAIL_PASSWORD": _str,
+    "MAIL_FROM": _str,
+    "LOGIN_LIMIT_ACCOUNT": _str,
+    "LOGIN_LIMIT_ADDRESS": _str,
+    "PASSWORD_RESET_SECONDS": _int,
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, g, jsonify, request, session
 
-from project.auth import SESSION_USER_KEY, login_required
+from project.auth import login_required, start_session
 from project.extensions import db
 
 probe = Blueprint("probe", __name__)
@@ -23,7 +23,7 @@ def read_session():  # type: ignore[no-untyped-def]
 
 @probe.get("/_probe/login/<int:user_id>")
 def login_as(user_id: int):  # type: ignore[no-untyped-def]
-    session[SESSION_USER_KEY] = user_id
+    start_session(user_id, remember=request.args.get("remember") == "1")
     return jsonify(ok=True)
 
 

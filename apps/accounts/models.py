@@ -1,12 +1,46 @@
-"""Users, as rows in the ``users`` table; parameterized SQL through :mod:`project.db`."""
+"""Accounts data: users, audit log, login attempts, API keys, reset tokens.
+
+All SQL is parameterized and runs unchanged on MySQL/MariaDB and SQLite
+through :mod:`project.db`. Usernames are unique case-insensitively: the
+``username_key`` column holds the case-folded name and carries the unique index.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from project.db import IntegrityError, utcnow
 from project.extensions import db
+
+
+class AccountsError(Exception):
+    """Base of the accounts app's errors.
+
+    AccountsError
+     +-- DuplicateUser       the username or email is taken
+     +-- LastAdminError      the change would leave the site without an active admin
+    """
+
+
+class DuplicateUser(AccountsError):
+    def __init__(self, field: str) -> None:
+        super().__init__(f"{field} is already taken")
+        self.field = field
+
+
+class LastAdminError(AccountsError):
+    pass
+
+
+def username_key(username: str) -> str:
+    return username.casefold()
+
+
+def normalize_email(email: str) -> str:
+    """Emails compare case-insensitively here (almost every provider does)."""
+    return email.strip().lower()
 
 
 @dataclass(frozen=True)
@@ -16,8 +50,8 @@ class User:
     email: str
     is_active: bool
     is_admin: bool
-    created_at: datetime | str
-    last_login_at: datetime | str | None
+    created_at: datetime
+    last_login_at: datetime | None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> User:
@@ -35,6 +69,9 @@ class User:
 USER_COLUMNS = "id, username, email, is_active, is_admin, created_at, last_login_at"
 
 
+# -- users -------------------------------------------------------------------------------
+
+
 def get_user(user_id: int) -> User | None:
     row = db.fetch_one(f"SELECT {USER_COLUMNS} FROM users WHERE id = %s", (user_id,))  # noqa: S608
     return User.from_row(row) if row else None
@@ -44,3 +81,273 @@ def get_active_user(user_id: int) -> User | None:
     """The user with this id if the account may be used; deactivated accounts are refused."""
     user = get_user(user_id)
     return user if user is not None and user.is_active else None
+
+
+def get_user_by_login(login: str) -> User | None:
+    """Find a user by username (any case) or by email."""
+    login = login.strip()
+    if "@" in login:
+        sql = f"SELECT {USER_COLUMNS} FROM users WHERE email = %s"  # noqa: S608
+        row = db.fetch_one(sql, (normalize_email(login),))
+    else:
+        sql = f"SELECT {USER_COLUMNS} FROM users WHERE username_key = %s"  # noqa: S608
+        row = db.fetch_one(sql, (username_key(login),))
+    return User.from_row(row) if row else None
+
+
+def get_password_hash(user_id: int) -> str | None:
+    value = db.fetch_value("SELECT password_hash FROM users WHERE id = %s", (user_id,))
+    return str(value) if value is not None else None
+
+
+def username_taken(username: str, exclude_id: int | None = None) -> bool:
+    return _taken("username_key", username_key(username), exclude_id)
+
+
+def email_taken(email: str, exclude_id: int | None = None) -> bool:
+    return _taken("email", normalize_email(email), exclude_id)
+
+
+def _taken(column: str, value: str, exclude_id: int | None) -> bool:
+    sql = f"SELECT id FROM users WHERE {column} = %s AND id <> %s"  # noqa: S608 - fixed column
+    return db.fetch_one(sql, (value, exclude_id or 0)) is not None
+
+
+def create_user(
+    username: str, email: str, password_hash: str, *, is_admin: bool = False
+) -> User:
+    """Insert a user.
+
+    Raises:
+        DuplicateUser: the username or email is taken (checked again by the unique indexes,
+            so two simultaneous registrations cannot both win).
+    """
+    if username_taken(username):
+        raise DuplicateUser("username")
+    if email_taken(email):
+        raise DuplicateUser("email")
+    try:
+        result = db.execute(
+            "INSERT INTO users (username, username_key, email, password_hash, is_active,"
+            " is_admin, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (username, username_key(username), normalize_email(email), password_hash, True,
+             is_admin, utcnow()),
+        )
+    except IntegrityError as exc:  # lost a race with another registration
+        raise DuplicateUser("email" if email_taken(email) else "username") from exc
+    user = get_user(int(result.lastrowid or 0))
+    assert user is not None
+    return user
+
+
+def set_password_hash(user_id: int, password_hash: str) -> None:
+    db.execute("UPDATE users SET password_hash = %s WHERE id = %s", (password_hash, user_id))
+
+
+def record_login(user_id: int) -> None:
+    db.execute("UPDATE users SET last_login_at = %s WHERE id = %s", (utcnow(), user_id))
+
+
+def update_email(user_id: int, email: str) -> None:
+    if email_taken(email, exclude_id=user_id):
+        raise DuplicateUser("email")
+    try:
+        db.execute("UPDATE users SET email = %s WHERE id = %s", (normalize_email(email), user_id))
+    except IntegrityError as exc:
+        raise DuplicateUser("email") from exc
+
+
+def active_admin_count() -> int:
+    return int(db.fetch_value("SELECT COUNT(*) FROM users WHERE is_admin = %s AND is_active = %s",
+                              (True, True)) or 0)
+
+
+def set_flags(user_id: int, *, is_active: bool | None = None, is_admin: bool | None = None) -> None:
+    """Change flags, refusing to leave the site without an active admin.
+
+    Raises:
+        LastAdminError: the change would remove the last active admin.
+    """
+    with db.transaction():
+        user = get_user(user_id)
+        if user is None:
+            return
+        loses_admin = user.is_admin and user.is_active and (
+            is_active is False or is_admin is False
+        )
+        if loses_admin and active_admin_count() <= 1:
+            raise LastAdminError("the site must keep at least one active admin")
+        if is_active is not None:
+            db.execute("UPDATE users SET is_active = %s WHERE id = %s", (is_active, user_id))
+        if is_admin is not None:
+            db.execute("UPDATE users SET is_admin = %s WHERE id = %s", (is_admin, user_id))
+
+
+def delete_user(user_id: int) -> None:
+    with db.transaction():
+        user = get_user(user_id)
+        if user and user.is_admin and user.is_active and active_admin_count() <= 1:
+            raise LastAdminError("the site must keep at least one active admin")
+        db.execute("DELETE FROM users WHERE id = %s", (user_id,))
+
+
+# -- listing for the admin pages -----------------------------------------------------------
+
+SORTS = {
+    "username": "username_key",
+    "email": "email",
+    "created": "created_at",
+    "last_login": "last_login_at",
+    "id": "id",
+}
+
+
+@dataclass(frozen=True)
+class UserQuery:
+    search: str = ""
+    active: bool | None = None
+    admin: bool | None = None
+    sort: str = "created"
+    descending: bool = True
+    page: int = 1
+    per_page: int = 50
+
+
+def _escape_like(text: str) -> str:
+    """Make LIKE's wildcards literal; '!' escapes because backslash differs between engines."""
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+
+
+def list_users(query: UserQuery) -> tuple[list[User], int]:
+    """One page of users matching the query, and the total number of matches."""
+    where, params = ["1 = 1"], []
+    if query.search:
+        pattern = _escape_like(query.search.casefold()) + "%"
+        where.append("(username_key LIKE %s ESCAPE '!' OR email LIKE %s ESCAPE '!')")
+        params += [pattern, pattern]
+    if query.active is not None:
+        where.append("is_active = %s")
+        params.append(query.active)
+    if query.admin is not None:
+        where.append("is_admin = %s")
+        params.append(query.admin)
+    condition = " AND ".join(where)
+    total = int(db.fetch_value(f"SELECT COUNT(*) FROM users WHERE {condition}", params) or 0)  # noqa: S608
+    column = SORTS.get(query.sort, "created_at")
+    direction = "DESC" if query.descending else "ASC"
+    offset = (max(query.page, 1) - 1) * query.per_page
+    rows = db.fetch_all(
+        f"SELECT {USER_COLUMNS} FROM users WHERE {condition}"  # noqa: S608 - whitelisted
+        f" ORDER BY {column} {direction}, id {direction} LIMIT %s OFFSET %s",
+        [*params, query.per_page, offset],
+    )
+    return [User.from_row(r) for r in rows], total
+
+
+# -- audit log and login attempts ------------------------------------------------------------
+
+
+def audit(action: str, *, actor_id: int | None, target_user_id: int | None = None,
+          detail: str = "", ip: str = "") -> None:
+    db.execute(
+        "INSERT INTO audit_log (actor_id, action, target_user_id, detail, ip, created_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        (actor_id, action, target_user_id, detail[:1000], ip[:45], utcnow()),
+    )
+
+
+def list_audit(action: str = "", target_user_id: int | None = None, page: int = 1,
+               per_page: int = 50) -> tuple[list[dict[str, Any]], int]:
+    where, params = ["1 = 1"], []
+    if action:
+        where.append("a.action = %s")
+        params.append(action)
+    if target_user_id:
+        where.append("a.target_user_id = %s")
+        params.append(target_user_id)
+    condition = " AND ".join(where)
+    total = int(db.fetch_value(f"SELECT COUNT(*) FROM audit_log a WHERE {condition}", params) or 0)  # noqa: S608
+    rows = db.fetch_all(
+        "SELECT a.id, a.action, a.detail, a.ip, a.created_at, a.actor_id, a.target_user_id,"
+        " actor.username AS actor_name, target.username AS target_name"
+        " FROM audit_log a LEFT JOIN users actor ON actor.id = a.actor_id"
+        " LEFT JOIN users target ON target.id = a.target_user_id"
+        f" WHERE {condition} ORDER BY a.created_at DESC, a.id DESC LIMIT %s OFFSET %s",  # noqa: S608
+        [*params, per_page, (max(page, 1) - 1) * per_page],
+    )
+    return rows, total
+
+
+def audit_actions() -> list[str]:
+    return [r["action"] for r in db.fetch_all("SELECT DISTINCT action FROM audit_log ORDER BY action")]
+
+
+def record_login_attempt(login: str, user_id: int | None, ip: str, succeeded: bool) -> None:
+    db.execute(
+        "INSERT INTO login_attempts (username_key, user_id, ip, succeeded, created_at)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (username_key(login)[:150], user_id, ip[:45], succeeded, utcnow()),
+    )
+
+
+def dashboard_counts() -> dict[str, int]:
+    since = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+    counts = db.fetch_one(
+        "SELECT COUNT(*) AS users, COALESCE(SUM(CASE WHEN is_active THEN 1 ELSE 0 END), 0) AS active,"
+        " COALESCE(SUM(CASE WHEN is_admin THEN 1 ELSE 0 END), 0) AS admins FROM users"
+    ) or {}
+    logins = db.fetch_one(
+        "SELECT COALESCE(SUM(CASE WHEN succeeded THEN 1 ELSE 0 END), 0) AS ok,"
+        " COALESCE(SUM(CASE WHEN succeeded THEN 0 ELSE 1 END), 0) AS failed"
+        " FROM login_attempts WHERE created_at >= %s",
+        (since,),
+    ) or {}
+    return {
+        "users": int(counts.get("users") or 0),
+        "active_users": int(counts.get("active") or 0),
+        "admins": int(counts.get("admins") or 0),
+        "logins_today": int(logins.get("ok") or 0),
+        "failed_logins_today": int(logins.get("failed") or 0),
+    }
+
+
+# -- password reset tokens -------------------------------------------------------------------
+
+
+def create_reset_token(user_id: int, token_hash: str, lifetime: timedelta) -> None:
+    now = utcnow()
+    with db.transaction():
+        # One live link at a time: a new request voids the earlier ones.
+        db.execute("UPDATE password_reset_tokens SET used_at = %s WHERE user_id = %s"
+                   " AND used_at IS NULL", (now, user_id))
+        db.execute(
+            "INSERT INTO password_reset_tokens (user_id, token_hash, created_at, expires_at)"
+            " VALUES (%s, %s, %s, %s)",
+            (user_id, token_hash, now, now + lifetime),
+        )
+
+
+def consume_reset_token(token_hash: str) -> int | None:
+    """Mark a live token used and return its user id; None when unknown, used or expired."""
+    now = utcnow()
+    with db.transaction():
+        row = db.fetch_one(
+            "SELECT id, user_id FROM password_reset_tokens WHERE token_hash = %s"
+            " AND used_at IS NULL AND expires_at > %s",
+            (token_hash, now),
+        )
+        if row is None:
+            return None
+        claimed = db.execute(
+            "UPDATE password_reset_tokens SET used_at = %s WHERE id = %s AND used_at IS NULL",
+            (now, row["id"]),
+        )
+        return int(row["user_id"]) if claimed.rowcount == 1 else None
+
+
+def reset_token_is_live(token_hash: str) -> bool:
+    return db.fetch_one(
+        "SELECT id FROM password_reset_tokens WHERE token_hash = %s AND used_at IS NULL"
+        " AND expires_at > %s",
+        (token_hash, utcnow()),
+    ) is not None

@@ -56,7 +56,7 @@ def test_each_command_has_help(tmp_path: Path, command: str) -> None:
 def test_migrate_showmigrations_and_check_on_sqlite(tmp_path: Path) -> None:
     assert "[ ] accounts:0001_users" in manage("showmigrations", tmp_path=tmp_path).stdout
     check = manage("check", tmp_path=tmp_path)
-    assert check.returncode == 0 and "unapplied (accounts:0001_users)" in check.stdout
+    assert check.returncode == 0 and "unapplied (accounts:0001_users, " in check.stdout
     first = manage("migrate", tmp_path=tmp_path)
     assert first.returncode == 0 and "Applied accounts:0001_users" in first.stdout
     again = manage("migrate", tmp_path=tmp_path)

@@ -1,0 +1,65 @@
+"""Password hashing (argon2id) and the rules a new password must meet.
+
+Hashes carry their parameters, so when ``argon2-cffi`` raises its defaults
+(or we do), :func:`needs_rehash` says so at the next login and the login view
+stores a fresh hash: nobody has to reset a password for hashes to improve.
+"""
+
+from __future__ import annotations
+
+import gzip
+from functools import cache
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+MIN_LENGTH = 8
+MAX_LENGTH = 128  # argon2 takes any length; a cap keeps a login from being a CPU sink
+COMMON_PASSWORDS = Path(__file__).parent / "data" / "common-passwords.txt.gz"
+
+_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+
+#: A hash of a random password, verified when the user does not exist so that an
+#: unknown username costs the same time as a wrong password (no user enumeration).
+_DUMMY_HASH = _hasher.hash("not a real password: used only to spend the same time")
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """Check a password against a stored hash in constant time; ``None`` means no such user."""
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    return _hasher.check_needs_rehash(password_hash)
+
+
+@cache
+def common_passwords() -> frozenset[str]:
+    with gzip.open(COMMON_PASSWORDS, "rt", encoding="utf-8") as f:
+        return frozenset(line.strip() for line in f if line.strip())
+
+
+def password_problems(password: str, *, username: str = "", email: str = "") -> list[str]:
+    """Every rule the password breaks, as messages for the form (empty when it is fine)."""
+    problems = []
+    if len(password) < MIN_LENGTH:
+        problems.append(f"Use at least {MIN_LENGTH} characters.")
+    if len(password) > MAX_LENGTH:
+        problems.append(f"Use at most {MAX_LENGTH} characters.")
+    if password.isdigit():
+        problems.append("Use more than digits.")
+    lowered = password.lower()
+    names = {username.lower(), email.lower(), email.lower().split("@")[0]} - {""}
+    if any(name and (lowered == name or name in lowered and len(name) >= 4) for name in names):
+        problems.append("Do not use your username or email in the password.")
+    if lowered in common_passwords():
+        problems.append("This password is too common; choose one that is harder to guess.")
+    return problems
