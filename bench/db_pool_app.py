@@ -1,4 +1,4 @@
-"""WSGI app for the ``db_pool`` benchmark: ``gunicorn -c gunicorn.conf.py bench.db_pool_app:app``.
+"""WSGI app for the ``db_pool`` benchmark: ``gunicorn ... 'bench.db_pool_app:build_app()'``.
 
 It is the real application (``create_app()``, every hook and extension, the
 settings read from the environment) plus two routes that read the same row
@@ -12,6 +12,14 @@ connection is obtained:
 starts gunicorn, and drops them afterwards; this module only reads.
 ``BENCH_INSTANCE_PATH``, when set, keeps the instance folder (session files)
 out of the repository's ``instance/``.
+
+The fresh route connects with :func:`project.db.mysql_connect_args` and runs
+:data:`project.db.MYSQL_SESSION_SETUP`, exactly what the pool does for each of
+its connections, so the two variants cannot drift apart.
+
+The app is built by a factory that gunicorn calls in each worker, never at
+import time, so ``bench.db_pool`` can import the constants below without
+building an app from its own environment.
 """
 
 from __future__ import annotations
@@ -20,20 +28,16 @@ import os
 from typing import Any
 
 import pymysql
-import pymysql.cursors
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify
 
 from project import create_app
+from project.db import MYSQL_SESSION_SETUP, mysql_connect_args
 from project.extensions import db
 from project.urls import DatabaseURL
 
 TABLE = "bench_row"
 ROW_ID = 1
 ROW_SQL = f"SELECT id, name, value FROM {TABLE} WHERE id = %s"  # noqa: S608 - constant name
-
-#: What the pool runs on each connection it opens (``setsession`` in project/db.py);
-#: the fresh connection runs it too, so both variants do the same work per connection.
-SESSION_SETUP = "SET time_zone = '+00:00'"
 
 bp = Blueprint("bench", __name__, url_prefix="/bench")
 
@@ -51,23 +55,12 @@ def pooled() -> Response:
 
 
 def connect_fresh(url: DatabaseURL) -> pymysql.connections.Connection:
-    """Open a connection with the same options project/db.py gives its pool."""
-    options = dict(url.options)
-    con = pymysql.connect(
-        host=url.host,
-        port=url.port,
-        user=url.user,
-        password=url.password,
-        database=url.name,
-        unix_socket=options.get("unix_socket"),
-        charset=options.get("charset", "utf8mb4"),
-        connect_timeout=int(options.get("connect_timeout", 5)),
-        cursorclass=pymysql.cursors.DictCursor,
-        autocommit=True,
-    )
+    """Open a connection exactly as the pool opens each of its own (project/db.py)."""
+    con = pymysql.connect(**mysql_connect_args(url))
     try:
         with con.cursor() as cursor:
-            cursor.execute(SESSION_SETUP)
+            for statement in MYSQL_SESSION_SETUP:
+                cursor.execute(statement)
     except BaseException:
         con.close()
         raise
@@ -92,6 +85,3 @@ def build_app() -> Flask:
     application = create_app(overrides={"INSTANCE_PATH": instance} if instance else None)
     application.register_blueprint(bp)
     return application
-
-
-app = build_app()
