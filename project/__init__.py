@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from project.settings import BASE_DIR, ConfigurationError, load_settings
 
@@ -34,12 +35,17 @@ def create_app(
     app.config.from_mapping(config)
 
     from project import errors, hooks, sessions, views
-    from project.extensions import csrf, db, init_redis, server_session
+    from project.extensions import csrf, db, init_limiter, init_redis, server_session
 
     init_redis(app)
     db.init_app(app)
     sessions.init_sessions(app, server_session)
     csrf.init_app(app)
+    init_limiter(app)
+    if app.config["TRUSTED_PROXIES"]:
+        # Behind N reverse proxies: take the client address and scheme from their headers.
+        hops = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     hooks.init_hooks(app)
     errors.init_errors(app)
     app.register_blueprint(views.bp)

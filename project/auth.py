@@ -38,6 +38,11 @@ def api_key_loader(app: Flask, loader: Callable[[str], Any | None]) -> None:
     app.extensions["api_key_loader"] = loader
 
 
+def session_validator(app: Flask, validator: Callable[[int], bool]) -> None:
+    """Register a check that a logged-in session is still valid (not ended elsewhere)."""
+    app.extensions["session_validator"] = validator
+
+
 def start_session(user_id: int, *, remember: bool) -> None:
     """Log a user in on this session: a new id and CSRF token first, so none can be fixed."""
     if session:
@@ -78,8 +83,9 @@ def _session_user() -> Any | None:
         session.clear()
         return None
     user = loader(user_id)
-    if user is None:  # deleted or deactivated: the session is over
-        session.clear()
+    validator = current_app.extensions.get("session_validator")
+    if user is None or (validator is not None and not validator(user_id)):
+        session.clear()  # deleted, deactivated, or this session was ended elsewhere
         return None
     if now - seen_at >= SEEN_RESOLUTION:
         session["seen_at"] = now

@@ -50,6 +50,8 @@ def error_response(code: int, message: str, name: str) -> ErrorResponse:
 def handle_http_exception(exc: HTTPException) -> ErrorResponse | HTTPException:
     if exc.code is None or exc.code < 400:
         return exc  # redirects and the like pass through
+    if exc.response is not None:
+        return exc  # the raiser built the response (e.g. a throttled login form)
     message = MESSAGES.get(exc.code, exc.description or "")
     if exc.description and exc.description != type(exc).description:
         message = exc.description  # a specific reason given by the view

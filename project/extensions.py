@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import redis
 from flask import Flask, current_app
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_session import Session
 from flask_wtf.csrf import CSRFProtect
 
@@ -16,6 +18,16 @@ from project.db import Database
 db = Database()
 csrf = CSRFProtect()
 server_session = Session()
+limiter = Limiter(key_func=get_remote_address, strategy="moving-window")
+
+
+def init_limiter(app: Flask) -> None:
+    """Rate limits count in Redis when it is configured (shared by every worker), else in memory."""
+    url = app.config.get("REDIS")
+    app.config.setdefault("RATELIMIT_STORAGE_URI", url.url if url else "memory://")
+    app.config.setdefault("RATELIMIT_KEY_PREFIX", app.config["REDIS_KEY_PREFIX"] + "limits")
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    limiter.init_app(app)
 
 
 def init_redis(app: Flask) -> None:

@@ -79,9 +79,12 @@ class Config:
     # and "refused for a while" by the long one (Flask-Limiter syntax).
     LOGIN_LIMIT_ACCOUNT = "5 per minute; 20 per hour"
     LOGIN_LIMIT_ADDRESS = "20 per minute; 100 per hour"
+    REGISTER_LIMIT = "10 per hour"  # new accounts per address
+    RESET_LIMIT = "3 per hour"  # reset emails per address and per email
     PASSWORD_RESET_SECONDS = 3600
 
     HSTS_SECONDS = 0
+    TRUSTED_PROXIES = 0  # reverse proxies in front whose X-Forwarded-* headers are trusted
     MAX_CONTENT_LENGTH = 16 * 1024 * 1024
 
 
@@ -206,6 +209,12 @@ def _int(name: str, value: str) -> int:
     return number
 
 
+def _count(name: str, value: str) -> int:
+    if not value.isdigit():
+        raise ConfigurationError(f"{name}={value!r} is not a whole number (0 or more)")
+    return int(value)
+
+
 def _str(name: str, value: str) -> str:
     return value
 
@@ -249,4 +258,5 @@ _VARIABLES = {
     "LOGIN_LIMIT_ACCOUNT": _str,
     "LOGIN_LIMIT_ADDRESS": _str,
     "PASSWORD_RESET_SECONDS": _int,
+    "TRUSTED_PROXIES": _count,
 }

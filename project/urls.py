@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+MYSQL_OPTIONS = {"charset", "unix_socket", "connect_timeout", "ssl_ca"}
 MYSQL_SCHEMES = {"mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql"}
 DATABASE_URL_HELP = "use sqlite:///path/to/file.db or mysql://user:password@host:3306/name"
 
@@ -50,7 +51,12 @@ class DatabaseURL:
             if not name or "/" in name:
                 raise ValueError(f"{_redact(url)!r} names no database; {DATABASE_URL_HELP}")
             options = tuple(parse_qsl(parts.query))
-            unknown = {k for k, _ in options} - {"charset", "unix_socket", "connect_timeout"}
+            unknown = {k for k, _ in options} - {
+                "charset",
+                "unix_socket",
+                "connect_timeout",
+                "ssl_ca",
+            }
             if unknown:
                 raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))} in the query")
             return cls(

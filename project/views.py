@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, render_template
@@ -23,9 +24,18 @@ def add_nav_item(app: Flask, label: str, endpoint: str) -> None:
     app.extensions.setdefault("nav_items", []).append(NavItem(label, endpoint))
 
 
+@bp.app_template_filter("epoch")
+def format_epoch(seconds: int) -> str:
+    """A Unix time as people read it (UTC)."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 @bp.app_context_processor
 def navigation() -> dict[str, Any]:
-    return {"nav_items": current_app.extensions.get("nav_items", [])}
+    return {
+        "nav_items": current_app.extensions.get("nav_items", []),
+        "accounts_enabled": "accounts.login" in current_app.view_functions,
+    }
 
 
 @bp.get("/")

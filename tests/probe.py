@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, g, jsonify, request, session
 
-from project.auth import login_required, start_session
+from apps.accounts.login import log_in
+from apps.accounts.models import get_user
+from project.auth import login_required
 from project.extensions import db
 
 probe = Blueprint("probe", __name__)
@@ -23,7 +25,9 @@ def read_session():  # type: ignore[no-untyped-def]
 
 @probe.get("/_probe/login/<int:user_id>")
 def login_as(user_id: int):  # type: ignore[no-untyped-def]
-    start_session(user_id, remember=request.args.get("remember") == "1")
+    user = get_user(user_id)
+    assert user is not None
+    log_in(user, remember=request.args.get("remember") == "1")
     return jsonify(ok=True)
 
 

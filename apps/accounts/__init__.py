@@ -1,20 +1,28 @@
-"""accounts: users, and the loader that tells every other app who is logged in.
+"""accounts: users, login and sessions, profiles, API keys, and the admin pages.
 
-Registration, login and the admin pages build on this (see the accounts issue).
+Two blueprints: ``accounts`` (mounted at ``/accounts``) for everyone, and
+``admin`` (mounted at ``/admin``) for administrators.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Flask
+from flask import Blueprint, Flask
 
-from project.auth import user_loader
-from project.migrations import register_migrations
+bp = Blueprint("accounts", __name__, template_folder="templates")
+admin_bp = Blueprint("admin", __name__, template_folder="templates")
 
 
 def init_app(app: Flask) -> None:
-    from apps.accounts.models import get_active_user
+    from apps.accounts import admin, apikeys, cli, models, user_sessions, views  # noqa: F401
+    from project.auth import api_key_loader, session_validator, user_loader
+    from project.migrations import register_migrations
 
     register_migrations(app, "accounts", Path(__file__).parent / "migrations")
-    user_loader(app, get_active_user)
+    user_loader(app, models.get_active_user)
+    api_key_loader(app, apikeys.authenticate)
+    session_validator(app, user_sessions.validate_current)
+    app.register_blueprint(bp, url_prefix="/accounts")
+    app.register_blueprint(admin_bp, url_prefix="/admin")
+    cli.init_cli(app)

@@ -78,8 +78,14 @@ def create_key(user_id: int, label: str) -> tuple[ApiKey, str]:
     result = db.execute(
         "INSERT INTO api_keys (user_id, key_id, secret_hash, secret_encrypted, label, created_at)"
         " VALUES (%s, %s, %s, %s, %s, %s)",
-        (user_id, key_id, _digest(secret), _fernet().encrypt(secret.encode()).decode(),
-         label.strip()[:100], utcnow()),
+        (
+            user_id,
+            key_id,
+            _digest(secret),
+            _fernet().encrypt(secret.encode()).decode(),
+            label.strip()[:100],
+            utcnow(),
+        ),
     )
     key = get_key(int(result.lastrowid or 0))
     assert key is not None
@@ -87,13 +93,13 @@ def create_key(user_id: int, label: str) -> tuple[ApiKey, str]:
 
 
 def get_key(key_pk: int) -> ApiKey | None:
-    row = db.fetch_one(f"SELECT {COLUMNS} FROM api_keys WHERE id = %s", (key_pk,))  # noqa: S608
+    row = db.fetch_one(f"SELECT {COLUMNS} FROM api_keys WHERE id = %s", (key_pk,))
     return ApiKey.from_row(row) if row else None
 
 
 def list_keys(user_id: int) -> list[ApiKey]:
     rows = db.fetch_all(
-        f"SELECT {COLUMNS} FROM api_keys WHERE user_id = %s ORDER BY created_at DESC, id DESC",  # noqa: S608
+        f"SELECT {COLUMNS} FROM api_keys WHERE user_id = %s ORDER BY created_at DESC, id DESC",
         (user_id,),
     )
     return [ApiKey.from_row(r) for r in rows]

@@ -73,7 +73,7 @@ USER_COLUMNS = "id, username, email, is_active, is_admin, created_at, last_login
 
 
 def get_user(user_id: int) -> User | None:
-    row = db.fetch_one(f"SELECT {USER_COLUMNS} FROM users WHERE id = %s", (user_id,))  # noqa: S608
+    row = db.fetch_one(f"SELECT {USER_COLUMNS} FROM users WHERE id = %s", (user_id,))
     return User.from_row(row) if row else None
 
 
@@ -87,10 +87,10 @@ def get_user_by_login(login: str) -> User | None:
     """Find a user by username (any case) or by email."""
     login = login.strip()
     if "@" in login:
-        sql = f"SELECT {USER_COLUMNS} FROM users WHERE email = %s"  # noqa: S608
+        sql = f"SELECT {USER_COLUMNS} FROM users WHERE email = %s"
         row = db.fetch_one(sql, (normalize_email(login),))
     else:
-        sql = f"SELECT {USER_COLUMNS} FROM users WHERE username_key = %s"  # noqa: S608
+        sql = f"SELECT {USER_COLUMNS} FROM users WHERE username_key = %s"
         row = db.fetch_one(sql, (username_key(login),))
     return User.from_row(row) if row else None
 
@@ -109,13 +109,11 @@ def email_taken(email: str, exclude_id: int | None = None) -> bool:
 
 
 def _taken(column: str, value: str, exclude_id: int | None) -> bool:
-    sql = f"SELECT id FROM users WHERE {column} = %s AND id <> %s"  # noqa: S608 - fixed column
+    sql = f"SELECT id FROM users WHERE {column} = %s AND id <> %s"
     return db.fetch_one(sql, (value, exclude_id or 0)) is not None
 
 
-def create_user(
-    username: str, email: str, password_hash: str, *, is_admin: bool = False
-) -> User:
+def create_user(username: str, email: str, password_hash: str, *, is_admin: bool = False) -> User:
     """Insert a user.
 
     Raises:
@@ -130,8 +128,15 @@ def create_user(
         result = db.execute(
             "INSERT INTO users (username, username_key, email, password_hash, is_active,"
             " is_admin, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (username, username_key(username), normalize_email(email), password_hash, True,
-             is_admin, utcnow()),
+            (
+                username,
+                username_key(username),
+                normalize_email(email),
+                password_hash,
+                True,
+                is_admin,
+                utcnow(),
+            ),
         )
     except IntegrityError as exc:  # lost a race with another registration
         raise DuplicateUser("email" if email_taken(email) else "username") from exc
@@ -158,8 +163,12 @@ def update_email(user_id: int, email: str) -> None:
 
 
 def active_admin_count() -> int:
-    return int(db.fetch_value("SELECT COUNT(*) FROM users WHERE is_admin = %s AND is_active = %s",
-                              (True, True)) or 0)
+    return int(
+        db.fetch_value(
+            "SELECT COUNT(*) FROM users WHERE is_admin = %s AND is_active = %s", (True, True)
+        )
+        or 0
+    )
 
 
 def set_flags(user_id: int, *, is_active: bool | None = None, is_admin: bool | None = None) -> None:
@@ -172,9 +181,7 @@ def set_flags(user_id: int, *, is_active: bool | None = None, is_admin: bool | N
         user = get_user(user_id)
         if user is None:
             return
-        loses_admin = user.is_admin and user.is_active and (
-            is_active is False or is_admin is False
-        )
+        loses_admin = user.is_admin and user.is_active and (is_active is False or is_admin is False)
         if loses_admin and active_admin_count() <= 1:
             raise LastAdminError("the site must keep at least one active admin")
         if is_active is not None:
@@ -220,7 +227,8 @@ def _escape_like(text: str) -> str:
 
 def list_users(query: UserQuery) -> tuple[list[User], int]:
     """One page of users matching the query, and the total number of matches."""
-    where, params = ["1 = 1"], []
+    where: list[str] = ["1 = 1"]
+    params: list[Any] = []
     if query.search:
         pattern = _escape_like(query.search.casefold()) + "%"
         where.append("(username_key LIKE %s ESCAPE '!' OR email LIKE %s ESCAPE '!')")
@@ -232,12 +240,12 @@ def list_users(query: UserQuery) -> tuple[list[User], int]:
         where.append("is_admin = %s")
         params.append(query.admin)
     condition = " AND ".join(where)
-    total = int(db.fetch_value(f"SELECT COUNT(*) FROM users WHERE {condition}", params) or 0)  # noqa: S608
+    total = int(db.fetch_value(f"SELECT COUNT(*) FROM users WHERE {condition}", params) or 0)
     column = SORTS.get(query.sort, "created_at")
     direction = "DESC" if query.descending else "ASC"
     offset = (max(query.page, 1) - 1) * query.per_page
     rows = db.fetch_all(
-        f"SELECT {USER_COLUMNS} FROM users WHERE {condition}"  # noqa: S608 - whitelisted
+        f"SELECT {USER_COLUMNS} FROM users WHERE {condition}"
         f" ORDER BY {column} {direction}, id {direction} LIMIT %s OFFSET %s",
         [*params, query.per_page, offset],
     )
@@ -247,8 +255,14 @@ def list_users(query: UserQuery) -> tuple[list[User], int]:
 # -- audit log and login attempts ------------------------------------------------------------
 
 
-def audit(action: str, *, actor_id: int | None, target_user_id: int | None = None,
-          detail: str = "", ip: str = "") -> None:
+def audit(
+    action: str,
+    *,
+    actor_id: int | None,
+    target_user_id: int | None = None,
+    detail: str = "",
+    ip: str = "",
+) -> None:
     db.execute(
         "INSERT INTO audit_log (actor_id, action, target_user_id, detail, ip, created_at)"
         " VALUES (%s, %s, %s, %s, %s, %s)",
@@ -256,9 +270,11 @@ def audit(action: str, *, actor_id: int | None, target_user_id: int | None = Non
     )
 
 
-def list_audit(action: str = "", target_user_id: int | None = None, page: int = 1,
-               per_page: int = 50) -> tuple[list[dict[str, Any]], int]:
-    where, params = ["1 = 1"], []
+def list_audit(
+    action: str = "", target_user_id: int | None = None, page: int = 1, per_page: int = 50
+) -> tuple[list[dict[str, Any]], int]:
+    where: list[str] = ["1 = 1"]
+    params: list[Any] = []
     if action:
         where.append("a.action = %s")
         params.append(action)
@@ -266,20 +282,23 @@ def list_audit(action: str = "", target_user_id: int | None = None, page: int = 
         where.append("a.target_user_id = %s")
         params.append(target_user_id)
     condition = " AND ".join(where)
-    total = int(db.fetch_value(f"SELECT COUNT(*) FROM audit_log a WHERE {condition}", params) or 0)  # noqa: S608
+    count_sql = f"SELECT COUNT(*) FROM audit_log a WHERE {condition}"
+    total = int(db.fetch_value(count_sql, params) or 0)
     rows = db.fetch_all(
         "SELECT a.id, a.action, a.detail, a.ip, a.created_at, a.actor_id, a.target_user_id,"
         " actor.username AS actor_name, target.username AS target_name"
         " FROM audit_log a LEFT JOIN users actor ON actor.id = a.actor_id"
         " LEFT JOIN users target ON target.id = a.target_user_id"
-        f" WHERE {condition} ORDER BY a.created_at DESC, a.id DESC LIMIT %s OFFSET %s",  # noqa: S608
+        f" WHERE {condition} ORDER BY a.created_at DESC, a.id DESC LIMIT %s OFFSET %s",
         [*params, per_page, (max(page, 1) - 1) * per_page],
     )
     return rows, total
 
 
 def audit_actions() -> list[str]:
-    return [r["action"] for r in db.fetch_all("SELECT DISTINCT action FROM audit_log ORDER BY action")]
+    return [
+        r["action"] for r in db.fetch_all("SELECT DISTINCT action FROM audit_log ORDER BY action")
+    ]
 
 
 def record_login_attempt(login: str, user_id: int | None, ip: str, succeeded: bool) -> None:
@@ -292,16 +311,23 @@ def record_login_attempt(login: str, user_id: int | None, ip: str, succeeded: bo
 
 def dashboard_counts() -> dict[str, int]:
     since = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
-    counts = db.fetch_one(
-        "SELECT COUNT(*) AS users, COALESCE(SUM(CASE WHEN is_active THEN 1 ELSE 0 END), 0) AS active,"
-        " COALESCE(SUM(CASE WHEN is_admin THEN 1 ELSE 0 END), 0) AS admins FROM users"
-    ) or {}
-    logins = db.fetch_one(
-        "SELECT COALESCE(SUM(CASE WHEN succeeded THEN 1 ELSE 0 END), 0) AS ok,"
-        " COALESCE(SUM(CASE WHEN succeeded THEN 0 ELSE 1 END), 0) AS failed"
-        " FROM login_attempts WHERE created_at >= %s",
-        (since,),
-    ) or {}
+    counts = (
+        db.fetch_one(
+            "SELECT COUNT(*) AS users,"
+            " COALESCE(SUM(CASE WHEN is_active THEN 1 ELSE 0 END), 0) AS active,"
+            " COALESCE(SUM(CASE WHEN is_admin THEN 1 ELSE 0 END), 0) AS admins FROM users"
+        )
+        or {}
+    )
+    logins = (
+        db.fetch_one(
+            "SELECT COALESCE(SUM(CASE WHEN succeeded THEN 1 ELSE 0 END), 0) AS ok,"
+            " COALESCE(SUM(CASE WHEN succeeded THEN 0 ELSE 1 END), 0) AS failed"
+            " FROM login_attempts WHERE created_at >= %s",
+            (since,),
+        )
+        or {}
+    )
     return {
         "users": int(counts.get("users") or 0),
         "active_users": int(counts.get("active") or 0),
@@ -318,8 +344,10 @@ def create_reset_token(user_id: int, token_hash: str, lifetime: timedelta) -> No
     now = utcnow()
     with db.transaction():
         # One live link at a time: a new request voids the earlier ones.
-        db.execute("UPDATE password_reset_tokens SET used_at = %s WHERE user_id = %s"
-                   " AND used_at IS NULL", (now, user_id))
+        db.execute(
+            "UPDATE password_reset_tokens SET used_at = %s WHERE user_id = %s AND used_at IS NULL",
+            (now, user_id),
+        )
         db.execute(
             "INSERT INTO password_reset_tokens (user_id, token_hash, created_at, expires_at)"
             " VALUES (%s, %s, %s, %s)",
@@ -345,9 +373,11 @@ def consume_reset_token(token_hash: str) -> int | None:
         return int(row["user_id"]) if claimed.rowcount == 1 else None
 
 
-def reset_token_is_live(token_hash: str) -> bool:
-    return db.fetch_one(
-        "SELECT id FROM password_reset_tokens WHERE token_hash = %s AND used_at IS NULL"
+def reset_token_user(token_hash: str) -> int | None:
+    """The user id of a live (unused, unexpired) token, without using it up."""
+    value = db.fetch_value(
+        "SELECT user_id FROM password_reset_tokens WHERE token_hash = %s AND used_at IS NULL"
         " AND expires_at > %s",
         (token_hash, utcnow()),
-    ) is not None
+    )
+    return int(value) if value is not None else None

@@ -90,7 +90,7 @@ def test_a_deactivated_user_is_not_loaded(app: Flask) -> None:
     client = app.test_client()
     client.get(f"/_probe/login/{user_id}")
     assert client.get("/_probe/whoami").json == {"user": None}
-    assert client.get("/_probe/private").status_code == 401
+    assert client.get("/_probe/private").status_code == 302
 
 
 def test_a_username_is_shown_escaped(app: Flask) -> None:
@@ -103,5 +103,7 @@ def test_a_username_is_shown_escaped(app: Flask) -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
-def test_login_required_refuses_anonymous_visitors(app: Flask) -> None:
-    assert app.test_client().get("/_probe/private").status_code == 401
+def test_login_required_sends_anonymous_visitors_to_the_login_page(app: Flask) -> None:
+    response = app.test_client().get("/_probe/private?x=1")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/accounts/login?next=/_probe/private?x%3D1"

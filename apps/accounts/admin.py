@@ -1,0 +1,230 @@
+"""Admin pages: dashboard, user list with search and bulk actions, user page, audit log.
+
+Admins only: anonymous visitors are sent to the login page, other users get 403.
+Every change is written to the audit log with who, what, whom, when and from where.
+"""
+
+from __future__ import annotations
+
+from math import ceil
+from typing import Any
+
+from flask import abort, flash, g, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from apps.accounts import admin_bp, apikeys, models, user_sessions
+from apps.accounts.forms import BULK_ACTIONS, MESSAGES, AdminUserForm, BulkActionForm
+from apps.accounts.login import client_ip
+from apps.accounts.views import send_reset_link
+from project.auth import admin_required
+from project.mail import MailError
+
+PER_PAGE = 50
+FLAGS = {"": None, "yes": True, "no": False}
+
+
+def _audit(action: str, target: int | None = None, detail: str = "") -> None:
+    models.audit(action, actor_id=g.user.id, target_user_id=target, detail=detail, ip=client_ip())
+
+
+def _page_number() -> int:
+    return max(1, request.args.get("page", 1, type=int) or 1)
+
+
+@admin_bp.get("/")
+@admin_required
+def dashboard() -> str:
+    """Counts an admin checks every day."""
+    counts = models.dashboard_counts()
+    counts["active_sessions"] = user_sessions.count_sessions()
+    return render_template("accounts/admin/dashboard.html", counts=counts)
+
+
+@admin_bp.get("/accounts/")
+@admin_required
+def user_list() -> str:
+    """Users: search by username or email prefix, filter, sort, page."""
+    query = models.UserQuery(
+        search=request.args.get("q", "").strip()[:254],
+        active=FLAGS.get(request.args.get("active", "")),
+        admin=FLAGS.get(request.args.get("admin", "")),
+        sort=request.args.get("sort", "created")
+        if request.args.get("sort") in models.SORTS
+        else "created",
+        descending=request.args.get("dir", "desc") != "asc",
+        page=_page_number(),
+        per_page=PER_PAGE,
+    )
+    users, total = models.list_users(query)
+    pages = max(1, ceil(total / PER_PAGE))
+    return render_template(
+        "accounts/admin/user_list.html",
+        users=users,
+        total=total,
+        query=query,
+        pages=pages,
+        bulk_form=BulkActionForm(),
+        args=request.args.to_dict(),
+    )
+
+
+@admin_bp.post("/accounts/bulk")
+@admin_required
+def bulk_action() -> str | Response | tuple[str, int]:
+    """Bulk deactivate/activate/delete: a confirmation page first, then the change."""
+    form = BulkActionForm()
+    if not form.validate_on_submit():
+        flash(" ".join(e for errors in form.errors.values() for e in errors), "error")
+        return redirect(url_for("admin.user_list"))
+    users = [u for u in (models.get_user(i) for i in set(form.user_ids.data)) if u]
+    if not users:
+        abort(404)
+    if form.confirmed.data != "yes":
+        form.confirmed.data = "yes"
+        return render_template(
+            "accounts/admin/bulk_confirm.html",
+            form=form,
+            users=users,
+            action=dict(BULK_ACTIONS)[form.action.data],
+        )
+    done, refused = 0, []
+    for user in users:
+        if user.id == g.user.id and form.action.data in ("deactivate", "delete"):
+            refused.append(f"{user.username} (yourself)")
+            continue
+        try:
+            if form.action.data == "delete":
+                user_sessions.end_all_sessions(user.id)
+                models.delete_user(user.id)
+            else:
+                models.set_flags(user.id, is_active=form.action.data == "activate")
+                if form.action.data == "deactivate":
+                    user_sessions.end_all_sessions(user.id)
+        except models.LastAdminError:
+            refused.append(f"{user.username} (last active admin)")
+            continue
+        _audit(f"admin.bulk_{form.action.data}", user.id, user.username)
+        done += 1
+    flash(
+        f"{form.action.data.capitalize()}: {done} user{'s' if done != 1 else ''} done.", "success"
+    )
+    if refused:
+        flash("Not changed: " + ", ".join(refused), "warning")
+    return redirect(url_for("admin.user_list"))
+
+
+def _user_or_404(user_id: int) -> models.User:
+    user = models.get_user(user_id)
+    if user is None:
+        abort(404)
+    return user
+
+
+@admin_bp.route("/accounts/<int:user_id>", methods=["GET", "POST"])
+@admin_required
+def user_detail(user_id: int) -> str | Response | tuple[str, int]:
+    """One user: edit email and flags, send a reset link, end sessions, revoke keys."""
+    user = _user_or_404(user_id)
+    form = AdminUserForm(
+        user_id=user.id,
+        data={"email": user.email, "is_active": user.is_active, "is_admin": user.is_admin},
+    )
+    if form.validate_on_submit():
+        try:
+            _apply_changes(user, form)
+        except models.LastAdminError:
+            form.is_admin.errors.append(
+                "The site must keep at least one active admin: make someone else admin first."
+            )
+        except models.DuplicateUser:
+            form.email.errors.append(MESSAGES["email_taken"])
+        else:
+            flash(f"{user.username} has been updated.", "success")
+            return redirect(url_for("admin.user_detail", user_id=user.id))
+    return render_template(
+        "accounts/admin/user_detail.html",
+        user=user,
+        form=form,
+        keys=apikeys.list_keys(user.id),
+        sessions=user_sessions.list_sessions(user.id),
+        audit=models.list_audit(target_user_id=user.id, per_page=20)[0],
+    ), 400 if form.errors else 200
+
+
+def _apply_changes(user: models.User, form: AdminUserForm) -> None:
+    changes: list[str] = []
+    if form.email.data.strip().lower() != user.email:
+        models.update_email(user.id, form.email.data)
+        changes.append(f"email {user.email} -> {form.email.data.strip().lower()}")
+    flags: dict[str, Any] = {}
+    if form.is_active.data != user.is_active:
+        flags["is_active"] = form.is_active.data
+    if form.is_admin.data != user.is_admin:
+        flags["is_admin"] = form.is_admin.data
+    if flags:
+        models.set_flags(user.id, **flags)
+        changes += [f"{name} -> {value}" for name, value in flags.items()]
+    if flags.get("is_active") is False:
+        user_sessions.end_all_sessions(user.id)  # deactivation takes effect at once
+    if changes:
+        _audit("admin.user_update", user.id, "; ".join(changes))
+
+
+@admin_bp.post("/accounts/<int:user_id>/reset-link")
+@admin_required
+def send_user_reset_link(user_id: int) -> Response:
+    """Email the user a password-reset link."""
+    user = _user_or_404(user_id)
+    try:
+        send_reset_link(user)
+    except MailError:
+        flash("The email could not be sent; check the mail settings.", "error")
+    else:
+        _audit("admin.reset_link", user.id)
+        flash(f"A password-reset link has been sent to {user.email}.", "success")
+    return redirect(url_for("admin.user_detail", user_id=user.id))
+
+
+@admin_bp.post("/accounts/<int:user_id>/end-sessions")
+@admin_required
+def end_user_sessions(user_id: int) -> Response:
+    """End every session of the user at once."""
+    user = _user_or_404(user_id)
+    ended = user_sessions.end_all_sessions(user.id)
+    _audit("admin.end_sessions", user.id, f"{ended} ended")
+    flash(f"Ended {ended} session{'s' if ended != 1 else ''} of {user.username}.", "success")
+    return redirect(url_for("admin.user_detail", user_id=user.id))
+
+
+@admin_bp.post("/accounts/<int:user_id>/keys/<int:key_pk>/revoke")
+@admin_required
+def revoke_user_key(user_id: int, key_pk: int) -> Response:
+    """Revoke one of the user's API keys."""
+    user = _user_or_404(user_id)
+    if not apikeys.revoke_key(key_pk, user_id=user.id):
+        abort(404)
+    _audit("admin.apikey_revoke", user.id, str(key_pk))
+    flash("The API key has been revoked.", "success")
+    return redirect(url_for("admin.user_detail", user_id=user.id))
+
+
+@admin_bp.get("/audit/")
+@admin_required
+def audit_log() -> str:
+    """The audit log, newest first, filterable by action and by user."""
+    action = request.args.get("action", "")
+    target = request.args.get("user", type=int)
+    rows, total = models.list_audit(
+        action=action, target_user_id=target, page=_page_number(), per_page=PER_PAGE
+    )
+    return render_template(
+        "accounts/admin/audit.html",
+        rows=rows,
+        total=total,
+        actions=models.audit_actions(),
+        action=action,
+        target=target,
+        page=_page_number(),
+        pages=max(1, ceil(total / PER_PAGE)),
+        args=request.args.to_dict(),
+    )
