@@ -21,6 +21,10 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,8 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
+from apps.accounts.models import create_user
+from apps.accounts.passwords import hash_password
 from project import create_app
 from project import migrations as project_migrations
 from project.extensions import db
@@ -172,6 +178,34 @@ def add_user(username: str = "alice", *, is_active: bool = True, is_admin: bool 
     return result.lastrowid
 
 
+PASSWORD = "Correct-Horse-42"
+
+
+def create_account(
+    username: str = "alice",
+    password: str = PASSWORD,
+    *,
+    email: str | None = None,
+    is_admin: bool = False,
+) -> int:
+    """Create a user through the accounts model, with a real argon2 hash; returns its id."""
+    user = create_user(
+        username,
+        email or f"{username.lower()}@example.com",
+        hash_password(password),
+        is_admin=is_admin,
+    )
+    return user.id
+
+
+def log_in(client: FlaskClient, login: str, password: str = PASSWORD, **extra: str) -> Any:
+    """Submit the login form as a browser would (token from the page); returns the response."""
+    token = csrf_token(client)
+    return client.post(
+        "/accounts/login", data={"csrf_token": token, "login": login, "password": password, **extra}
+    )
+
+
 def csrf_token(client: FlaskClient) -> str:
     """The CSRF token of the client's session, read from a page as a browser would."""
     page = client.get("/").get_data(as_text=True)
@@ -206,3 +240,32 @@ def wait_for(url: str, seconds: float = 30) -> None:
         except OSError:
             time.sleep(0.2)
     raise AssertionError(f"{url} did not answer within {seconds}s")
+
+
+@dataclass
+class Outbox:
+    """Messages received by a real SMTP server (aiosmtpd) that a test started."""
+
+    port: int
+    messages: list[EmailMessage] = field(default_factory=list)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {"MAIL_BACKEND": "smtp", "MAIL_SERVER": "127.0.0.1", "MAIL_PORT": self.port}
+
+
+@pytest.fixture
+def smtp_outbox() -> Iterator[Outbox]:
+    from aiosmtpd.controller import Controller
+
+    outbox = Outbox(port=free_port())
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            outbox.messages.append(message_from_bytes(envelope.content, policy=default_policy))
+            return "250 Message accepted for delivery"
+
+    controller = Controller(Handler(), hostname="127.0.0.1", port=outbox.port)
+    controller.start()
+    yield outbox
+    controller.stop()
