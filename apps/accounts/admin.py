@@ -85,7 +85,7 @@ def bulk_action() -> str | Response | tuple[str, int]:
             "accounts/admin/bulk_confirm.html",
             form=form,
             users=users,
-            action=dict(BULK_ACTIONS)[form.action.data],
+            action=next(c.label for c in BULK_ACTIONS if c.value == form.action.data),
         )
     done, refused = 0, []
     for user in users:

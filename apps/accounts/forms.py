@@ -19,6 +19,7 @@ from wtforms import (
     SelectMultipleField,
     StringField,
 )
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, EqualTo, Length, Regexp, ValidationError
 
 from apps.accounts import models
@@ -185,7 +186,11 @@ class AdminUserForm(FlaskForm):
             raise ValidationError(MESSAGES["email_taken"])
 
 
-BULK_ACTIONS = [("deactivate", "Deactivate"), ("activate", "Activate"), ("delete", "Delete")]
+BULK_ACTIONS = [
+    SelectChoice("deactivate", "Deactivate"),
+    SelectChoice("activate", "Activate"),
+    SelectChoice("delete", "Delete"),
+]
 
 
 class BulkActionForm(FlaskForm):
