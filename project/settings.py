@@ -259,4 +259,6 @@ _VARIABLES = {
     "LOGIN_LIMIT_ADDRESS": _str,
     "PASSWORD_RESET_SECONDS": _int,
     "TRUSTED_PROXIES": _count,
+    "REGISTER_LIMIT": _str,
+    "RESET_LIMIT": _str,
 }
