@@ -112,53 +112,50 @@ class ProfileForm(FlaskForm):
             raise ValidationError(MESSAGES["email_taken"])
 
 
-class PasswordChangeForm(FlaskForm):
+class _ChoosePasswordForm(FlaskForm):
+    """A form where a known user chooses a new password: it is checked against who they are."""
+
+    def __init__(self, *args: Any, username: str, email: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.username, self.user_email = username, email
+
+    def check_new_password(self, field: PasswordField) -> None:
+        _check_new_password(self, field, self.username, self.user_email)
+
+
+def _confirm(other: str) -> PasswordField:
+    return PasswordField(
+        "Confirm new password",
+        [DataRequired(MESSAGES["required"]), EqualTo(other, MESSAGES["password_mismatch"])],
+        render_kw={"autocomplete": "new-password"},
+    )
+
+
+class PasswordChangeForm(_ChoosePasswordForm):
     current_password = PasswordField(
         "Current password", PASSWORD, render_kw={"autocomplete": "current-password"}
     )
     new_password = PasswordField(
         "New password", NEW_PASSWORD, render_kw={"autocomplete": "new-password"}
     )
-    confirm = PasswordField(
-        "Confirm new password",
-        [
-            DataRequired(MESSAGES["required"]),
-            EqualTo("new_password", MESSAGES["password_mismatch"]),
-        ],
-        render_kw={"autocomplete": "new-password"},
-    )
-
-    def __init__(self, *args: Any, username: str, email: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.username, self.user_email = username, email
+    confirm = _confirm("new_password")
 
     def validate_new_password(self, field: PasswordField) -> None:
-        _check_new_password(self, field, self.username, self.user_email)
+        self.check_new_password(field)
 
 
 class ResetRequestForm(FlaskForm):
     email = EmailField("Email", EMAIL, render_kw={"autocomplete": "email"})
 
 
-class ResetPasswordForm(FlaskForm):
+class ResetPasswordForm(_ChoosePasswordForm):
     password = PasswordField(
         "New password", NEW_PASSWORD, render_kw={"autocomplete": "new-password"}
     )
-    confirm = PasswordField(
-        "Confirm new password",
-        [
-            DataRequired(MESSAGES["required"]),
-            EqualTo("password", MESSAGES["password_mismatch"]),
-        ],
-        render_kw={"autocomplete": "new-password"},
-    )
-
-    def __init__(self, *args: Any, username: str, email: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.username, self.user_email = username, email
+    confirm = _confirm("password")
 
     def validate_password(self, field: PasswordField) -> None:
-        _check_new_password(self, field, self.username, self.user_email)
+        self.check_new_password(field)
 
 
 class ApiKeyForm(FlaskForm):

@@ -62,23 +62,20 @@ def _config(name: str) -> Callable[[], str]:
 
 
 def login_limits(view: Callable[..., Any]) -> Callable[..., Any]:
-    by_account = limiter.limit(
-        _config("LOGIN_LIMIT_ACCOUNT"),
-        key_func=_login_account,
-        scope="login-account",
-        methods=["POST"],
-        deduct_when=_login_failed,
-        on_breach=_throttled,
+    rules = (
+        ("LOGIN_LIMIT_ACCOUNT", _login_account, "login-account"),
+        ("LOGIN_LIMIT_ADDRESS", get_remote_address, "login-address"),
     )
-    by_address = limiter.limit(
-        _config("LOGIN_LIMIT_ADDRESS"),
-        key_func=get_remote_address,
-        scope="login-address",
-        methods=["POST"],
-        deduct_when=_login_failed,
-        on_breach=_throttled,
-    )
-    return by_account(by_address(view))
+    for setting, key_func, scope in rules:
+        view = limiter.limit(
+            _config(setting),
+            key_func=key_func,
+            scope=scope,
+            methods=["POST"],
+            deduct_when=_login_failed,
+            on_breach=_throttled,
+        )(view)
+    return view
 
 
 def register_limits(view: Callable[..., Any]) -> Callable[..., Any]:
