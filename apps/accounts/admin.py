@@ -17,6 +17,7 @@ from apps.accounts.forms import BULK_ACTIONS, MESSAGES, AdminUserForm, BulkActio
 from apps.accounts.login import client_ip
 from apps.accounts.views import send_reset_link
 from project.auth import admin_required
+from project.extensions import db
 from project.mail import MailError
 
 PER_PAGE = 50
@@ -152,18 +153,20 @@ def user_detail(user_id: int) -> str | Response | tuple[str, int]:
 
 
 def _apply_changes(user: models.User, form: AdminUserForm) -> None:
+    """Save the form's changes all together, or none of them (e.g. on LastAdminError)."""
     changes: list[str] = []
-    if form.email.data.strip().lower() != user.email:
-        models.update_email(user.id, form.email.data)
-        changes.append(f"email {user.email} -> {form.email.data.strip().lower()}")
     flags: dict[str, Any] = {}
     if form.is_active.data != user.is_active:
         flags["is_active"] = form.is_active.data
     if form.is_admin.data != user.is_admin:
         flags["is_admin"] = form.is_admin.data
-    if flags:
-        models.set_flags(user.id, **flags)
-        changes += [f"{name} -> {value}" for name, value in flags.items()]
+    with db.transaction():
+        if models.normalize_email(form.email.data) != user.email:
+            models.update_email(user.id, form.email.data)
+            changes.append(f"email {user.email} -> {models.normalize_email(form.email.data)}")
+        if flags:
+            models.set_flags(user.id, **flags)
+            changes += [f"{name} -> {value}" for name, value in flags.items()]
     if flags.get("is_active") is False:
         user_sessions.end_all_sessions(user.id)  # deactivation takes effect at once
     if changes:
@@ -175,6 +178,10 @@ def _apply_changes(user: models.User, form: AdminUserForm) -> None:
 def send_user_reset_link(user_id: int) -> Response:
     """Email the user a password-reset link."""
     user = _user_or_404(user_id)
+    if not user.is_active:
+        flash(f"{user.username} is deactivated: activate the account before sending a link.",
+              "error")
+        return redirect(url_for("admin.user_detail", user_id=user.id))
     try:
         send_reset_link(user)
     except MailError:

@@ -10,7 +10,9 @@ row; the secret is shown once, at creation, and stored twice:
 * ``secret_encrypted``: the secret under Fernet (AES-128-CBC + HMAC-SHA256)
   with a key derived from ``SECRET_KEY`` by HKDF. The TCP fast path's
   HMAC challenge needs the secret itself, which a hash cannot give back.
-  Rotating ``SECRET_KEY`` therefore invalidates every API key: create new ones.
+  After a ``SECRET_KEY`` rotation the encrypted copies cannot be read, so keys
+  made before it stop working on the TCP fast path (HTTP still accepts them,
+  by their hash): create new keys after rotating.
 """
 
 from __future__ import annotations
@@ -139,10 +141,15 @@ def authenticate(presented: str) -> User | None:
 
 
 def secret_for(key_id: str) -> tuple[int, bytes] | None:
-    """The owner and secret of an active key, for HMAC challenges; None if unknown/revoked."""
+    """The owner and secret of a usable key, for HMAC challenges.
+
+    None when the key is unknown or revoked, its owner is deactivated, or it was
+    encrypted under another ``SECRET_KEY``.
+    """
     row = db.fetch_one(
-        "SELECT user_id, secret_encrypted FROM api_keys WHERE key_id = %s AND revoked_at IS NULL",
-        (key_id,),
+        "SELECT k.user_id, k.secret_encrypted FROM api_keys k JOIN users u ON u.id = k.user_id"
+        " WHERE k.key_id = %s AND k.revoked_at IS NULL AND u.is_active = %s",
+        (key_id, True),
     )
     if row is None:
         return None

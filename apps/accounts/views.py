@@ -81,6 +81,7 @@ def login() -> Page:
             form.password.errors.append(MESSAGES["login_failed"])
         elif not user.is_active:
             g.login_failed = True
+            models.record_login_attempt(form.login.data, user.id, client_ip(), succeeded=False)
             form.login.errors.append(MESSAGES["inactive"])
         else:
             if stored and needs_rehash(stored):

@@ -1,0 +1,294 @@
+"""WebSocket serving inside a Flask view, on whichever server runs the app.
+
+The protocol (:mod:`apps.realtime.protocol`) does no I/O; this module drives
+it over the raw client socket that the server exposes in the WSGI environ:
+
+* werkzeug's dev server (``manage.py runserver``): ``environ["werkzeug.socket"]``;
+* gunicorn's ``gthread`` worker: ``environ["gunicorn.socket"]``, one thread per socket;
+* gunicorn's ``gevent`` worker: the same key, one greenlet per socket; use it for
+  thousands of concurrent sockets.
+
+After the 101 nothing but frames is ever written: when the handler is done the
+view returns a response whose body raises ``ConnectionResetError`` when the
+server starts to send it. Both servers treat that as a client that went away
+and write nothing (flask-sock instead lets werkzeug append ``HTTP/1.1 200 OK``
+after the close frame). The close echo is sent, and the peer's awaited,
+before the view returns.
+
+Sends may come from any thread (the broker's fan-out, the keepalive), so every
+use of the protocol object and of the socket's write side holds one lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from flask import Response, current_app, request
+
+from apps.realtime import handshake
+from apps.realtime.protocol import (
+    BinaryMessage,
+    Close,
+    CloseCode,
+    Connection,
+    Pong,
+    ProtocolError,
+    State,
+    TextMessage,
+)
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 65536
+_open_sockets: weakref.WeakSet[WebSocket] = weakref.WeakSet()
+
+
+class ConnectionClosed(Exception):
+    """The WebSocket is closed; :attr:`code` says how."""
+
+    def __init__(self, code: int | None) -> None:
+        super().__init__(f"connection closed ({code})")
+        self.code = code
+
+
+class WebSocket:
+    """An open server-side WebSocket: blocking ``receive`` and thread-safe ``send``."""
+
+    def __init__(self, sock: socket.socket, connection: Connection, *, ping_interval: float,
+                 ping_timeout: float, close_timeout: float, subprotocol: str | None = None):
+        self.sock = sock
+        self.connection = connection
+        self.subprotocol = subprotocol
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.close_timeout = close_timeout
+        self._lock = threading.Lock()
+        self._ping_sent_at: float | None = None
+        self._pending: list[str | bytes] = []
+        self._torn_down = False
+        sock.settimeout(ping_interval)
+        _open_sockets.add(self)
+
+    @property
+    def closed(self) -> bool:
+        return self.connection.state is not State.OPEN
+
+    @property
+    def close_code(self) -> int | None:
+        return self.connection.close_code
+
+    def _flush(self) -> None:
+        """Write what the protocol queued (caller holds the lock)."""
+        data = self.connection.data_to_send()
+        if data:
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                self.connection.state = State.CLOSED  # the peer is gone; nothing more to say
+                raise ConnectionClosed(CloseCode.GOING_AWAY) from None
+
+    def send(self, message: str | bytes) -> None:
+        """Send a text (``str``) or binary (``bytes``) message.
+
+        Raises:
+            ConnectionClosed: the connection is closing or closed.
+        """
+        with self._lock:
+            if self.connection.state is not State.OPEN:
+                raise ConnectionClosed(self.connection.close_code)
+            if isinstance(message, str):
+                self.connection.send_text(message)
+            else:
+                self.connection.send_binary(message)
+            self._flush()
+
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Start the closing handshake; the reader thread waits for the echo."""
+        with self._lock:
+            if self.connection.state is State.OPEN:
+                self.connection.send_close(code, reason)
+                try:
+                    self._flush()
+                except ConnectionClosed:
+                    pass
+
+    def receive(self) -> str | bytes:
+        """The next message, answering pings and keeping the peer alive meanwhile.
+
+        Raises:
+            ConnectionClosed: the peer closed, broke the protocol, or stopped answering.
+        """
+        while True:
+            if self._pending:
+                return self._pending.pop(0)
+            if self.connection.state is State.CLOSED:
+                raise ConnectionClosed(self.connection.close_code)
+            self._read_once()
+
+    def _read_once(self) -> None:
+        try:
+            data = self.sock.recv(READ_SIZE)
+        except TimeoutError:
+            self._keepalive()
+            return
+        except OSError:
+            data = b""
+        if not data:  # the TCP connection ended without a close frame (1006)
+            self.connection.state = State.CLOSED
+            self.connection.close_code = self.connection.close_code or 1006
+            return
+        with self._lock:
+            self.connection.receive_data(data)
+            try:
+                for event in self.connection.events():
+                    if isinstance(event, TextMessage | BinaryMessage):
+                        self._pending.append(event.data)
+                    elif isinstance(event, Pong):
+                        self._ping_sent_at = None
+                    elif isinstance(event, Close):
+                        pass  # the echo is queued; flushed below
+            except ProtocolError as exc:
+                log.info("websocket protocol error: %s", exc)
+            try:
+                self._flush()
+            except ConnectionClosed:
+                pass
+
+    def _keepalive(self) -> None:
+        """Called when the socket was silent for ``ping_interval`` seconds."""
+        now = time.monotonic()
+        with self._lock:
+            if self.connection.state is State.CLOSING:
+                # We sent a close and the echo never came: give up on the peer.
+                self.connection.state = State.CLOSED
+                return
+            if self._ping_sent_at is not None and now - self._ping_sent_at > self.ping_timeout:
+                log.info("websocket peer did not answer a ping; closing")
+                self.connection.send_close(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                self.connection.state = State.CLOSED
+            elif self._ping_sent_at is None:
+                self.connection.send_ping(b"keepalive")
+                self._ping_sent_at = now
+            try:
+                self._flush()
+            except ConnectionClosed:
+                pass
+
+    def finish(self) -> None:
+        """Complete the closing handshake and release the socket's write side.
+
+        Called once the handler returned: close with 1000 if it did not, wait a
+        bounded time for the echo, then shut the socket down so the server's
+        own close finds nothing left to send.
+        """
+        if self._torn_down:
+            return
+        self._torn_down = True
+        self.close(CloseCode.NORMAL)
+        self.sock.settimeout(min(self.close_timeout, 1.0))
+        deadline = time.monotonic() + self.close_timeout
+        while self.connection.state is not State.CLOSED and time.monotonic() < deadline:
+            try:
+                data = self.sock.recv(READ_SIZE)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            with self._lock:
+                self.connection.receive_data(data)
+                try:
+                    for _ in self.connection.events():
+                        pass
+                except ProtocolError:
+                    pass
+                try:
+                    self._flush()
+                except ConnectionClosed:
+                    pass
+        self.connection.state = State.CLOSED
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # the peer already closed
+        _open_sockets.discard(self)
+
+    def __iter__(self) -> Iterator[str | bytes]:
+        """Messages until the connection closes."""
+        while True:
+            try:
+                yield self.receive()
+            except ConnectionClosed:
+                return
+
+
+def close_all(code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> int:
+    """Send a close frame to every open socket in this process (on shutdown); returns how many."""
+    sockets = list(_open_sockets)
+    for ws in sockets:
+        ws.close(code, reason)
+    return len(sockets)
+
+
+class _NothingMoreToSend:
+    """A response body that tells the server the client is gone, so it writes nothing."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        raise ConnectionResetError(errno.ECONNRESET, "WebSocket closed")
+
+
+def raw_socket(environ: dict[str, Any]) -> socket.socket | None:
+    sock = environ.get("werkzeug.socket") or environ.get("gunicorn.socket")
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def serve(handler: Callable[[WebSocket], None], *, subprotocols: tuple[str, ...] = ()) -> Response:
+    """Answer this request as a WebSocket and run *handler* on it; call from a view.
+
+    A request that is not a valid upgrade gets an ordinary HTTP error response.
+    """
+    config = current_app.config
+    try:
+        accepted = handshake.validate(
+            request.method,
+            request.environ.get("SERVER_PROTOCOL", ""),
+            request.headers,
+            host=request.host,
+            scheme=request.scheme,
+            allowed_origins=config["WEBSOCKET_ALLOWED_ORIGINS"],
+            subprotocols=subprotocols,
+            compression=config["WEBSOCKET_COMPRESSION"],
+        )
+    except handshake.HandshakeError as exc:
+        return Response(exc.message + "\n", exc.status, exc.headers, mimetype="text/plain")
+    sock = raw_socket(request.environ)
+    if sock is None:
+        return Response("this server cannot switch protocols to WebSocket\n", 501,
+                        mimetype="text/plain")
+    sock.sendall(accepted.response())
+    ws = WebSocket(
+        sock,
+        Connection(config["WEBSOCKET_MAX_MESSAGE_SIZE"], deflate=accepted.deflate),
+        ping_interval=config["WEBSOCKET_PING_INTERVAL"],
+        ping_timeout=config["WEBSOCKET_PING_TIMEOUT"],
+        close_timeout=config["WEBSOCKET_CLOSE_TIMEOUT"],
+        subprotocol=accepted.subprotocol,
+    )
+    try:
+        handler(ws)
+    except ConnectionClosed:
+        pass
+    except Exception:
+        log.exception("websocket handler failed")
+        ws.close(CloseCode.INTERNAL_ERROR, "internal error")
+    finally:
+        ws.finish()
+    return Response(_NothingMoreToSend(), 200)
