@@ -82,6 +82,10 @@ class Config:
     REGISTER_LIMIT = "10 per hour"  # new accounts per address
     RESET_LIMIT = "3 per hour"  # reset emails per address and per email
     PASSWORD_RESET_SECONDS = 3600
+    # argon2id cost (argon2-cffi's RFC 9106 "low memory" profile); raising it rehashes at login.
+    ARGON2_TIME_COST = 3
+    ARGON2_MEMORY_KIB = 65536
+    ARGON2_PARALLELISM = 4
 
     HSTS_SECONDS = 0
     TRUSTED_PROXIES = 0  # reverse proxies in front whose X-Forwarded-* headers are trusted
@@ -94,6 +98,10 @@ class DevelopmentConfig(Config):
 
 class TestConfig(Config):
     TESTING = True
+    # Cheap hashes keep hundreds of logins fast; the production cost is the default.
+    ARGON2_TIME_COST = 1
+    ARGON2_MEMORY_KIB = 1024
+    ARGON2_PARALLELISM = 1
     # Tests see the error pages users see, not the exception (it is still logged).
     PROPAGATE_EXCEPTIONS = False
     DB_POOL_SIZE = 5
@@ -260,5 +268,8 @@ _VARIABLES = {
     "PASSWORD_RESET_SECONDS": _int,
     "TRUSTED_PROXIES": _count,
     "REGISTER_LIMIT": _str,
+    "ARGON2_TIME_COST": _int,
+    "ARGON2_MEMORY_KIB": _int,
+    "ARGON2_PARALLELISM": _int,
     "RESET_LIMIT": _str,
 }

@@ -31,6 +31,7 @@ from typing import Any
 import pymysql
 import pytest
 import redis
+from argon2 import PasswordHasher
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -39,6 +40,7 @@ from apps.accounts.passwords import hash_password
 from project import create_app
 from project import migrations as project_migrations
 from project.extensions import db
+from project.settings import TestConfig
 from tests.probe import probe
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
@@ -179,6 +181,12 @@ def add_user(username: str = "alice", *, is_active: bool = True, is_admin: bool 
 
 
 PASSWORD = "Correct-Horse-42"
+#: PASSWORD hashed once at the test settings' argon2 cost, for tests that create many users.
+PASSWORD_HASH = PasswordHasher(
+    time_cost=TestConfig.ARGON2_TIME_COST,
+    memory_cost=TestConfig.ARGON2_MEMORY_KIB,
+    parallelism=TestConfig.ARGON2_PARALLELISM,
+).hash(PASSWORD)
 
 
 def create_account(

@@ -179,8 +179,9 @@ def send_user_reset_link(user_id: int) -> Response:
     """Email the user a password-reset link."""
     user = _user_or_404(user_id)
     if not user.is_active:
-        flash(f"{user.username} is deactivated: activate the account before sending a link.",
-              "error")
+        flash(
+            f"{user.username} is deactivated: activate the account before sending a link.", "error"
+        )
         return redirect(url_for("admin.user_detail", user_id=user.id))
     try:
         send_reset_link(user)

@@ -1,44 +1,65 @@
 """Password hashing (argon2id) and the rules a new password must meet.
 
-Hashes carry their parameters, so when ``argon2-cffi`` raises its defaults
-(or we do), :func:`needs_rehash` says so at the next login and the login view
-stores a fresh hash: nobody has to reset a password for hashes to improve.
+The argon2 cost comes from settings (``ARGON2_TIME_COST``, ``ARGON2_MEMORY_KIB``,
+``ARGON2_PARALLELISM``; the defaults are argon2-cffi's recommendation). Hashes
+carry their parameters, so when the settings change, :func:`needs_rehash` says
+so at the next login and the login view stores a fresh hash: nobody has to
+reset a password for hashes to improve.
 """
 
 from __future__ import annotations
 
 import gzip
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from flask import current_app
 
 MIN_LENGTH = 8
 MAX_LENGTH = 128  # argon2 takes any length; a cap keeps a login from being a CPU sink
 COMMON_PASSWORDS = Path(__file__).parent / "data" / "common-passwords.txt.gz"
 
-_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 
-#: A hash of a random password, verified when the user does not exist so that an
-#: unknown username costs the same time as a wrong password (no user enumeration).
-_DUMMY_HASH = _hasher.hash("not a real password: used only to spend the same time")
+@dataclass(frozen=True)
+class _Hasher:
+    hasher: PasswordHasher
+    #: A hash verified when the user does not exist, so that an unknown username
+    #: costs the same time as a wrong password (no user enumeration).
+    dummy_hash: str
+
+
+@cache
+def _build(time_cost: int, memory_kib: int, parallelism: int) -> _Hasher:
+    hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
+    return _Hasher(hasher, hasher.hash("not a real password: only spends the same time"))
+
+
+def _hasher() -> _Hasher:
+    config = current_app.config
+    return _build(
+        config["ARGON2_TIME_COST"], config["ARGON2_MEMORY_KIB"], config["ARGON2_PARALLELISM"]
+    )
 
 
 def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    return _hasher().hasher.hash(password)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     """Check a password against a stored hash in constant time; ``None`` means no such user."""
+    hasher = _hasher()
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        matched = hasher.hasher.verify(password_hash or hasher.dummy_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+    return matched and password_hash is not None
 
 
 def needs_rehash(password_hash: str) -> bool:
-    return _hasher.check_needs_rehash(password_hash)
+    return _hasher().hasher.check_needs_rehash(password_hash)
 
 
 @cache

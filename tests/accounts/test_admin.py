@@ -19,12 +19,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from apps.accounts import apikeys, models
-from apps.accounts.passwords import hash_password
 from project.db import utcnow
 from project.extensions import db
-from tests.conftest import PASSWORD, csrf_token, free_port, log_in
+from tests.conftest import PASSWORD_HASH, csrf_token, free_port, log_in
 
-PASSWORD_HASH = hash_password(PASSWORD)  # hashed once: argon2 is slow on purpose
 ADMIN_IP = "198.51.100.7"
 LAST_ADMIN = "The site must keep at least one active admin"
 

@@ -20,12 +20,10 @@ from flask import Flask
 
 from apps.accounts import apikeys, models
 from apps.accounts.models import DuplicateUser, LastAdminError
-from apps.accounts.passwords import hash_password
 from project.db import IntegrityError, utcnow
 from project.extensions import db
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD_HASH
 
-PASSWORD_HASH = hash_password(PASSWORD)
 INSERT_USER = (
     "INSERT INTO users (username, username_key, email, password_hash, is_active, is_admin,"
     " created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
