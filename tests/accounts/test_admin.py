@@ -633,6 +633,22 @@ def test_send_reset_link_emails_a_working_link(make_app: Any, smtp_outbox: Any) 
     assert log_in(app.test_client(), "alice", new).status_code == 302
 
 
+def test_no_reset_link_is_sent_to_a_deactivated_user(make_app: Any, smtp_outbox: Any) -> None:
+    app = make_app(**smtp_outbox.settings)
+    with app.app_context():
+        account("boss", is_admin=True)
+        alice = account("alice")
+        models.set_flags(alice, is_active=False)
+    admin = logged_in(app, "boss")
+    response = post(admin, f"/admin/accounts/{alice}/reset-link")
+    page = admin.get(response.headers["Location"]).get_data(as_text=True)
+    assert (
+        "error",
+        "alice is deactivated: activate the account before sending a link.",
+    ) in flashes(page)
+    assert smtp_outbox.messages == []
+
+
 def test_a_reset_link_that_cannot_be_sent_is_reported(make_app: Any) -> None:
     app = make_app(MAIL_BACKEND="smtp", MAIL_SERVER="127.0.0.1", MAIL_PORT=free_port())
     with app.app_context():
