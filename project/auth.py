@@ -57,7 +57,9 @@ def start_session(user_id: int, *, remember: bool) -> None:
 
 
 def end_session() -> None:
-    """Log out: the server-side session is deleted when the response is saved."""
+    """Log out: the stored session is deleted now, and this browser gets a new, empty one."""
+    if session:
+        current_app.session_interface.regenerate(session)  # type: ignore[attr-defined]
     session.clear()
 
 

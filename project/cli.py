@@ -14,8 +14,10 @@ from typing import IO, Any
 import click
 from flask import Flask, current_app
 from flask.cli import FlaskGroup, NoAppException, routes_command, shell_command, with_appcontext
+from werkzeug.serving import WSGIRequestHandler
 
 from project.db import DatabaseError
+from project.lifecycle import run_shutdown_hooks
 from project.settings import ConfigurationError
 
 
@@ -105,6 +107,13 @@ def check_command() -> None:
         sys.exit(1)
 
 
+class HandshakeTimeoutHandler(WSGIRequestHandler):
+    """A client gets this long to send its request line and headers (slowloris guard);
+    a WebSocket then sets its own timeouts on the socket."""
+
+    timeout = 30
+
+
 @click.command("runserver")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
@@ -137,8 +146,19 @@ def runserver_command(host: str, port: int, reload: bool | None) -> None:
         except (DatabaseError, migrations.MigrationError) as exc:
             raise _failure(exc) from None
     use_reloader = app.debug if reload is None else reload
-    # The interactive debugger is never on: it executes code for whoever can reach the port.
-    run_simple(host, port, app, threaded=True, use_reloader=use_reloader, use_debugger=False)
+    try:
+        # The interactive debugger is never on: it executes code for whoever can reach the port.
+        run_simple(
+            host,
+            port,
+            app,
+            threaded=True,
+            use_reloader=use_reloader,
+            use_debugger=False,
+            request_handler=HandshakeTimeoutHandler,
+        )
+    finally:
+        run_shutdown_hooks()  # e.g. WebSockets get a 1001 close before the process ends
 
 
 def build_cli() -> FlaskGroup:

@@ -25,8 +25,12 @@ def init_limiter(app: Flask) -> None:
     """Rate limits count in Redis when it is configured (shared by every worker), else in memory."""
     url = app.config.get("REDIS")
     app.config.setdefault("RATELIMIT_STORAGE_URI", url.url if url else "memory://")
-    app.config.setdefault("RATELIMIT_KEY_PREFIX", app.config["REDIS_KEY_PREFIX"] + "limits")
-    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    if url:  # every key under the project's prefix, as all our Redis keys are
+        app.config.setdefault(
+            "RATELIMIT_STORAGE_OPTIONS", {"key_prefix": app.config["REDIS_KEY_PREFIX"] + "limits"}
+        )
+    # Views that throttle set their own Retry-After; no X-RateLimit headers elsewhere.
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
     limiter.init_app(app)
 
 

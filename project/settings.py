@@ -24,7 +24,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 #: The feature apps, in the order their blueprints, commands and migrations
 #: are registered. An app is switched on by listing it here.
-INSTALLED_APPS: tuple[str, ...] = ("apps.accounts",)
+INSTALLED_APPS: tuple[str, ...] = ("apps.accounts", "apps.realtime")
 
 ENVIRONMENTS = ("development", "test", "production")
 
@@ -87,6 +87,20 @@ class Config:
     ARGON2_MEMORY_KIB = 65536
     ARGON2_PARALLELISM = 4
 
+    # WebSockets (apps/realtime). Cookies authenticate sockets, so only this site's
+    # pages (and the origins listed here) may open one.
+    WEBSOCKET_ALLOWED_ORIGINS: tuple[str, ...] = ()
+    WEBSOCKET_COMPRESSION = False  # permessage-deflate, when a client offers it
+    WEBSOCKET_MAX_MESSAGE_SIZE = 1 << 20
+    WEBSOCKET_PING_INTERVAL = 20.0  # seconds of silence before we ping
+    WEBSOCKET_PING_TIMEOUT = 20.0  # seconds a pong may take before the peer counts as dead
+    WEBSOCKET_CLOSE_TIMEOUT = 5.0  # seconds we wait for the peer's close frame
+    WEBSOCKET_ECHO = True  # /ws/echo, for conformance tests; off in production
+    CHAT_MESSAGE_MAX_LENGTH = 2000
+    CHAT_RATE_LIMIT = "20 per 10 seconds"  # messages per user
+    CHAT_HISTORY = 50  # messages sent on join, and per "load older"
+    PRESENCE_TTL = 30  # seconds: a dead worker's users drop off the online list after this
+
     HSTS_SECONDS = 0
     TRUSTED_PROXIES = 0  # reverse proxies in front whose X-Forwarded-* headers are trusted
     MAX_CONTENT_LENGTH = 16 * 1024 * 1024
@@ -109,6 +123,7 @@ class TestConfig(Config):
 
 class ProductionConfig(Config):
     MAIL_BACKEND = "smtp"
+    WEBSOCKET_ECHO = False
     SESSION_COOKIE_SECURE = True
     HSTS_SECONDS = 365 * 24 * 3600
     PREFERRED_URL_SCHEME = "https"
@@ -223,6 +238,20 @@ def _count(name: str, value: str) -> int:
     return int(value)
 
 
+def _seconds(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigurationError(f"{name}={value!r} is not a number of seconds") from None
+    if number <= 0:
+        raise ConfigurationError(f"{name}={value!r} must be greater than zero")
+    return number
+
+
+def _list(name: str, value: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
 def _str(name: str, value: str) -> str:
     return value
 
@@ -268,6 +297,17 @@ _VARIABLES = {
     "PASSWORD_RESET_SECONDS": _int,
     "TRUSTED_PROXIES": _count,
     "REGISTER_LIMIT": _str,
+    "WEBSOCKET_ALLOWED_ORIGINS": _list,
+    "WEBSOCKET_COMPRESSION": _bool,
+    "WEBSOCKET_MAX_MESSAGE_SIZE": _int,
+    "WEBSOCKET_PING_INTERVAL": _seconds,
+    "WEBSOCKET_PING_TIMEOUT": _seconds,
+    "WEBSOCKET_CLOSE_TIMEOUT": _seconds,
+    "WEBSOCKET_ECHO": _bool,
+    "CHAT_MESSAGE_MAX_LENGTH": _int,
+    "CHAT_RATE_LIMIT": _str,
+    "CHAT_HISTORY": _int,
+    "PRESENCE_TTL": _int,
     "ARGON2_TIME_COST": _int,
     "ARGON2_MEMORY_KIB": _int,
     "ARGON2_PARALLELISM": _int,

@@ -29,7 +29,7 @@ def _read_password(from_stdin: bool, username: str, email: str) -> str:
 def _check_username(username: str) -> str:
     if not (3 <= len(username) <= 150 and re.match(USERNAME_CHARS, username)):
         raise click.BadParameter(
-            "use 3 to 150 letters, digits and @ . + - _", param_hint="--username"
+            "use 3 to 150 letters, digits and . + - _", param_hint="--username"
         )
     if models.username_taken(username):
         raise click.BadParameter(f"{username!r} is taken", param_hint="--username")

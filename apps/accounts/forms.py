@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     EmailField,
@@ -24,10 +23,11 @@ from wtforms.validators import DataRequired, Email, EqualTo, Length, Regexp, Val
 
 from apps.accounts import models
 from apps.accounts.passwords import MAX_LENGTH, password_problems
+from project.forms import Form
 
 MESSAGES = {
     "required": "This field is required.",
-    "username_chars": "Use letters, digits and @ . + - _ only.",
+    "username_chars": "Use letters, digits and . + - _ only.",
     "username_taken": "That username is taken.",
     "email_invalid": "Enter a valid email address.",
     "email_taken": "An account with this email already exists.",
@@ -37,7 +37,8 @@ MESSAGES = {
     "inactive": "This account has been deactivated. Contact an administrator.",
 }
 
-USERNAME_CHARS = r"^[\w.@+-]+\Z"
+# No "@": a login containing one is looked up as an email address.
+USERNAME_CHARS = r"^[\w.+-]+\Z"
 USERNAME = [
     DataRequired(MESSAGES["required"]),
     Length(min=3, max=150, message="Use between 3 and 150 characters."),
@@ -61,7 +62,7 @@ def _check_new_password(form: Any, field: Any, username: str, email: str) -> Non
         raise ValidationError(" ".join(problems))
 
 
-class RegisterForm(FlaskForm):
+class RegisterForm(Form):
     username = StringField("Username", USERNAME, render_kw={"autocomplete": "username"})
     email = EmailField("Email", EMAIL, render_kw={"autocomplete": "email"})
     password = PasswordField("Password", NEW_PASSWORD, render_kw={"autocomplete": "new-password"})
@@ -86,7 +87,7 @@ class RegisterForm(FlaskForm):
         _check_new_password(self, field, self.username.data or "", self.email.data or "")
 
 
-class LoginForm(FlaskForm):
+class LoginForm(Form):
     login = StringField(
         "Username or email",
         [
@@ -100,7 +101,7 @@ class LoginForm(FlaskForm):
     next = HiddenField()
 
 
-class ProfileForm(FlaskForm):
+class ProfileForm(Form):
     email = EmailField("Email", EMAIL, render_kw={"autocomplete": "email"})
 
     def __init__(self, *args: Any, user_id: int, **kwargs: Any) -> None:
@@ -112,7 +113,7 @@ class ProfileForm(FlaskForm):
             raise ValidationError(MESSAGES["email_taken"])
 
 
-class _ChoosePasswordForm(FlaskForm):
+class _ChoosePasswordForm(Form):
     """A form where a known user chooses a new password: it is checked against who they are."""
 
     def __init__(self, *args: Any, username: str, email: str, **kwargs: Any) -> None:
@@ -144,7 +145,7 @@ class PasswordChangeForm(_ChoosePasswordForm):
         self.check_new_password(field)
 
 
-class ResetRequestForm(FlaskForm):
+class ResetRequestForm(Form):
     email = EmailField("Email", EMAIL, render_kw={"autocomplete": "email"})
 
 
@@ -158,7 +159,7 @@ class ResetPasswordForm(_ChoosePasswordForm):
         self.check_new_password(field)
 
 
-class ApiKeyForm(FlaskForm):
+class ApiKeyForm(Form):
     label = StringField(
         "Label",
         [
@@ -169,7 +170,7 @@ class ApiKeyForm(FlaskForm):
     )
 
 
-class AdminUserForm(FlaskForm):
+class AdminUserForm(Form):
     email = EmailField("Email", EMAIL)
     is_active = BooleanField("Active (can log in)")
     is_admin = BooleanField("Administrator")
@@ -190,7 +191,7 @@ BULK_ACTIONS = [
 ]
 
 
-class BulkActionForm(FlaskForm):
+class BulkActionForm(Form):
     action = SelectField(
         "Action", choices=BULK_ACTIONS, validators=[DataRequired(MESSAGES["required"])]
     )

@@ -36,7 +36,8 @@ def _login_failed(response: Response) -> bool:
 
 
 def retry_message(reset_at: float) -> str:
-    minutes = max(1, math.ceil((reset_at - time.time()) / 60))
+    # The limiter's reset time runs one second past the end of the window.
+    minutes = max(1, math.ceil((reset_at - 1 - time.time()) / 60))
     unit = "minute" if minutes == 1 else "minutes"
     return f"Too many attempts. Try again in {minutes} {unit}."
 
@@ -53,7 +54,7 @@ def _throttled(limit: RequestLimit) -> Response:
     template, form_class = templates[request.endpoint or "accounts.login"]
     message = retry_message(limit.reset_at)
     response = make_response(render_template(template, form=form_class(), throttled=message), 429)
-    response.headers["Retry-After"] = str(max(1, int(limit.reset_at - time.time())))
+    response.headers["Retry-After"] = str(max(1, math.ceil(limit.reset_at - 1 - time.time())))
     return response
 
 
