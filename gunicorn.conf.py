@@ -45,3 +45,10 @@ def on_starting(server):  # noqa: ARG001 - gunicorn's hook signature
     except ConfigurationError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def post_worker_init(worker):  # noqa: ARG001 - gunicorn's hook signature
+    """Say goodbye to long-lived clients (WebSockets get 1001) when this worker is stopped."""
+    from project.lifecycle import install_signal_handlers
+
+    install_signal_handlers()

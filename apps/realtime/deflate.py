@@ -82,27 +82,27 @@ def _accept(raw_params: list[str]) -> tuple[PerMessageDeflate, str] | None:
     for raw in raw_params:
         if not raw:
             continue
-        key, _, value = raw.partition("=")
-        key, value = key.strip().lower(), value.strip().strip('"')
+        name, _, raw_value = raw.partition("=")
+        key, value = name.strip().lower(), raw_value.strip().strip('"')
         if key in params:
             return None  # a parameter given twice: decline this offer
         params[key] = value or None
     agreed: dict[str, bool | int] = {}
     response = ["permessage-deflate"]
-    for key, value in params.items():
+    for key, given in params.items():
         if key in ("server_no_context_takeover", "client_no_context_takeover"):
-            if value is not None:
+            if given is not None:
                 return None
             agreed[key] = True
             response.append(key)
         elif key == "server_max_window_bits":
             # zlib cannot compress with an 8-bit raw window, so such an offer is declined.
-            if value is None or not value.isdigit() or not 9 <= int(value) <= 15:
+            if given is None or not given.isdigit() or not 9 <= int(given) <= 15:
                 return None
-            agreed[key] = int(value)
-            response.append(f"server_max_window_bits={value}")
+            agreed[key] = int(given)
+            response.append(f"server_max_window_bits={given}")
         elif key == "client_max_window_bits":
-            if value is not None and (not value.isdigit() or not 8 <= int(value) <= 15):
+            if given is not None and (not given.isdigit() or not 8 <= int(given) <= 15):
                 return None
             # We inflate with a 15-bit window whatever the client uses: nothing to answer.
         else:

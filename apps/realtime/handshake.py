@@ -78,7 +78,7 @@ def validate(
     """Check an upgrade request; return the handshake to send.
 
     Args:
-        headers: the request headers (case-insensitive mapping).
+        headers: the request headers, names lower-cased, repeated ones joined by ", ".
         host, scheme: what the page was served as, to compare with ``Origin``.
 
     Raises:
@@ -89,23 +89,27 @@ def validate(
         raise HandshakeError(405, "a WebSocket handshake is a GET request", {"Allow": "GET"})
     if protocol not in ("HTTP/1.1", "HTTP/2.0"):
         raise HandshakeError(400, "a WebSocket handshake needs HTTP/1.1")
-    if "websocket" not in _tokens(headers.get("Upgrade", "")):
-        raise HandshakeError(426, "this address only speaks WebSocket",
-                             {"Upgrade": "websocket", "Connection": "Upgrade"})
-    if "upgrade" not in _tokens(headers.get("Connection", "")):
+    if "websocket" not in _tokens(headers.get("upgrade", "")):
+        raise HandshakeError(
+            426,
+            "this address only speaks WebSocket",
+            {"Upgrade": "websocket", "Connection": "Upgrade"},
+        )
+    if "upgrade" not in _tokens(headers.get("connection", "")):
         raise HandshakeError(400, "the Connection header must include Upgrade")
-    version = headers.get("Sec-WebSocket-Version", "").strip()
+    version = headers.get("sec-websocket-version", "").strip()
     if version != "13":
-        raise HandshakeError(426, "only WebSocket version 13 is supported",
-                             {"Sec-WebSocket-Version": "13"})
-    key = headers.get("Sec-WebSocket-Key", "").strip()
+        raise HandshakeError(
+            426, "only WebSocket version 13 is supported", {"Sec-WebSocket-Version": "13"}
+        )
+    key = headers.get("sec-websocket-key", "").strip()
     try:
         valid_key = len(base64.b64decode(key.encode("ascii"), validate=True)) == 16
     except (binascii.Error, UnicodeEncodeError):
         valid_key = False
     if not valid_key:
         raise HandshakeError(400, "Sec-WebSocket-Key must be the base64 of 16 bytes")
-    origin = headers.get("Origin")
+    origin = headers.get("origin")
     if origin is not None and not origin_allowed(origin, host, scheme, allowed_origins):
         raise HandshakeError(403, "this origin may not open a WebSocket here")
 
@@ -115,13 +119,13 @@ def validate(
         ("Sec-WebSocket-Accept", accept_key(key)),
     ]
     chosen = None
-    offered = [p.strip() for p in headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+    offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",") if p.strip()]
     supported = list(subprotocols)
     chosen = next((p for p in offered if p in supported), None)
     if chosen:
         response.append(("Sec-WebSocket-Protocol", chosen))
     deflate = None
-    extensions = headers.get("Sec-WebSocket-Extensions", "")
+    extensions = headers.get("sec-websocket-extensions", "")
     if compression and extensions:
         negotiated = negotiate(extensions)
         if negotiated is not None:

@@ -143,8 +143,9 @@ class Connection:
         deflate: the negotiated permessage-deflate parameters, or None.
     """
 
-    def __init__(self, max_message_size: int = 1 << 20,
-                 deflate: PerMessageDeflate | None = None) -> None:
+    def __init__(
+        self, max_message_size: int = 1 << 20, deflate: PerMessageDeflate | None = None
+    ) -> None:
         self.max_message_size = max_message_size
         self.deflate = deflate
         self.state = State.OPEN
@@ -269,15 +270,17 @@ class Connection:
             if length >> 63:
                 raise ProtocolError(CloseCode.PROTOCOL_ERROR, "64-bit length with the top bit set")
             offset = 10
-        if opcode not in CONTROL_OPCODES and not (rsv1 or self._message_compressed):
-            # Refuse before buffering: an attacker announcing 2**62 bytes gets 1009 now.
-            if self._message_size + length > self.max_message_size:
-                raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "message too big")
+        # Refuse before buffering: an attacker announcing 2**62 bytes gets 1009 now.
+        # (A compressed frame is checked as it inflates.)
+        compressed = rsv1 or self._message_compressed
+        too_big = self._message_size + length > self.max_message_size
+        if opcode not in CONTROL_OPCODES and not compressed and too_big:
+            raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "message too big")
         end = offset + 4 + length
         if len(buf) < end:
             return None
-        mask = bytes(buf[offset:offset + 4])
-        payload = apply_mask(memoryview(buf)[offset + 4:end], mask)
+        mask = bytes(buf[offset : offset + 4])
+        payload = apply_mask(memoryview(buf)[offset + 4 : end], mask)
         del buf[:end]
         return bool(fin), bool(rsv1), opcode, payload
 

@@ -21,6 +21,7 @@ use of the protocol object and of the socket's write side holds one lock.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
@@ -61,8 +62,16 @@ class ConnectionClosed(Exception):
 class WebSocket:
     """An open server-side WebSocket: blocking ``receive`` and thread-safe ``send``."""
 
-    def __init__(self, sock: socket.socket, connection: Connection, *, ping_interval: float,
-                 ping_timeout: float, close_timeout: float, subprotocol: str | None = None):
+    def __init__(
+        self,
+        sock: socket.socket,
+        connection: Connection,
+        *,
+        ping_interval: float,
+        ping_timeout: float,
+        close_timeout: float,
+        subprotocol: str | None = None,
+    ):
         self.sock = sock
         self.connection = connection
         self.subprotocol = subprotocol
@@ -114,10 +123,8 @@ class WebSocket:
         with self._lock:
             if self.connection.state is State.OPEN:
                 self.connection.send_close(code, reason)
-                try:
+                with contextlib.suppress(ConnectionClosed):
                     self._flush()
-                except ConnectionClosed:
-                    pass
 
     def receive(self) -> str | bytes:
         """The next message, answering pings and keeping the peer alive meanwhile.
@@ -156,10 +163,8 @@ class WebSocket:
                         pass  # the echo is queued; flushed below
             except ProtocolError as exc:
                 log.info("websocket protocol error: %s", exc)
-            try:
+            with contextlib.suppress(ConnectionClosed):
                 self._flush()
-            except ConnectionClosed:
-                pass
 
     def _keepalive(self) -> None:
         """Called when the socket was silent for ``ping_interval`` seconds."""
@@ -176,10 +181,8 @@ class WebSocket:
             elif self._ping_sent_at is None:
                 self.connection.send_ping(b"keepalive")
                 self._ping_sent_at = now
-            try:
+            with contextlib.suppress(ConnectionClosed):
                 self._flush()
-            except ConnectionClosed:
-                pass
 
     def finish(self) -> None:
         """Complete the closing handshake and release the socket's write side.
@@ -210,15 +213,11 @@ class WebSocket:
                         pass
                 except ProtocolError:
                     pass
-                try:
+                with contextlib.suppress(ConnectionClosed):
                     self._flush()
-                except ConnectionClosed:
-                    pass
         self.connection.state = State.CLOSED
-        try:
+        with contextlib.suppress(OSError):  # the peer may have closed already
             self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # the peer already closed
         _open_sockets.discard(self)
 
     def __iter__(self) -> Iterator[str | bytes]:
@@ -245,6 +244,12 @@ class _NothingMoreToSend:
         raise ConnectionResetError(errno.ECONNRESET, "WebSocket closed")
 
 
+def request_headers() -> dict[str, str]:
+    """This request's headers, names lower-cased, repeated ones joined as RFC 9110 allows."""
+    names = {name.lower() for name, _ in request.headers.items()}
+    return {name: ", ".join(request.headers.getlist(name)) for name in names}
+
+
 def raw_socket(environ: dict[str, Any]) -> socket.socket | None:
     sock = environ.get("werkzeug.socket") or environ.get("gunicorn.socket")
     return sock if isinstance(sock, socket.socket) else None
@@ -260,7 +265,7 @@ def serve(handler: Callable[[WebSocket], None], *, subprotocols: tuple[str, ...]
         accepted = handshake.validate(
             request.method,
             request.environ.get("SERVER_PROTOCOL", ""),
-            request.headers,
+            request_headers(),
             host=request.host,
             scheme=request.scheme,
             allowed_origins=config["WEBSOCKET_ALLOWED_ORIGINS"],
@@ -271,8 +276,9 @@ def serve(handler: Callable[[WebSocket], None], *, subprotocols: tuple[str, ...]
         return Response(exc.message + "\n", exc.status, exc.headers, mimetype="text/plain")
     sock = raw_socket(request.environ)
     if sock is None:
-        return Response("this server cannot switch protocols to WebSocket\n", 501,
-                        mimetype="text/plain")
+        return Response(
+            "this server cannot switch protocols to WebSocket\n", 501, mimetype="text/plain"
+        )
     sock.sendall(accepted.response())
     ws = WebSocket(
         sock,

@@ -1,0 +1,128 @@
+"""A chat room over one WebSocket: the JSON messages of PROTOCOL.md, one connection's side.
+
+The socket subscribes to its room before reading history, so nothing sent in
+between is lost (a client drops duplicates by id). Each database use gives
+its connection back to the pool at once: a socket may stay open for hours
+and must not hold a pooled connection all that time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from typing import Any
+
+from flask import current_app
+from limits import parse
+
+from apps.realtime import models
+from apps.realtime.broker import get_broker
+from apps.realtime.server import ConnectionClosed, WebSocket
+from project.extensions import db, limiter
+
+MISSED_LIMIT = 500  # messages sent to a reconnecting client at most; older ones on scroll
+
+
+def _error(code: str, message: str, **extra: Any) -> str:
+    return json.dumps({"type": "error", "code": code, "message": message, **extra})
+
+
+def _send(ws: WebSocket, payload: str) -> None:
+    with contextlib.suppress(ConnectionClosed):  # the reader notices and cleans up
+        ws.send(payload)
+
+
+def run_room(ws: WebSocket, room: models.Room, user: Any, after: int | None) -> None:
+    """Serve one member of a room until the socket closes."""
+    broker = get_broker()
+    connection = uuid.uuid4().hex
+    unsubscribe = broker.subscribe(room.name, lambda payload: _send(ws, payload))
+    try:
+        broker.join(room.name, connection, user.username)
+        ws.send(json.dumps(_welcome(room, user, after, broker.online(room.name))))
+        db.release()
+        for raw in ws:
+            reply = handle(raw, room, user)
+            db.release()
+            if reply is not None:
+                ws.send(reply)
+    finally:
+        unsubscribe()
+        broker.leave(room.name, connection)
+        db.release()
+
+
+def _welcome(room: models.Room, user: Any, after: int | None, online: list[str]) -> dict[str, Any]:
+    limit = current_app.config["CHAT_HISTORY"]
+    if after is not None:
+        messages = models.messages_after(room.id, after, MISSED_LIMIT)
+        has_more = False
+    else:
+        messages = models.recent_messages(room.id, limit)
+        has_more = len(messages) == limit
+    return {
+        "type": "welcome",
+        "room": room.name,
+        "user": user.username,
+        "online": online,
+        "messages": [m.as_json() for m in messages],
+        "has_more": has_more,
+    }
+
+
+def handle(raw: str | bytes, room: models.Room, user: Any) -> str | None:
+    """Act on one client frame; returns a reply for this client only, if any."""
+    if isinstance(raw, bytes):
+        return _error("bad_request", "send JSON text frames")
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return _error("bad_request", "not valid JSON")
+    if not isinstance(data, dict):
+        return _error("bad_request", "expected a JSON object")
+    kind = data.get("type")
+    if kind == "message":
+        return _post(data, room, user)
+    if kind == "history":
+        before = data.get("before")
+        if not isinstance(before, int) or isinstance(before, bool):
+            return _error("bad_request", "history needs an integer 'before'")
+        limit = current_app.config["CHAT_HISTORY"]
+        older = models.recent_messages(room.id, limit, before=before)
+        return json.dumps(
+            {
+                "type": "history",
+                "messages": [m.as_json() for m in older],
+                "has_more": len(older) == limit,
+            }
+        )
+    return _error("bad_request", f"unknown message type {kind!r}")
+
+
+def _post(data: dict[str, Any], room: models.Room, user: Any) -> str | None:
+    body = data.get("body")
+    client_id = data.get("client_id")
+    if not isinstance(body, str) or not body.strip():
+        return _error("bad_request", "a message needs a non-empty 'body'", client_id=client_id)
+    body = body.strip()
+    maximum = current_app.config["CHAT_MESSAGE_MAX_LENGTH"]
+    if len(body) > maximum:
+        return _error("too_long", f"messages are at most {maximum} characters", client_id=client_id)
+    rule = parse(current_app.config["CHAT_RATE_LIMIT"])
+    if not limiter.limiter.hit(rule, "chat", str(user.id)):
+        reset_at, _ = limiter.limiter.get_window_stats(rule, "chat", str(user.id))
+        wait = max(1, int(reset_at - time.time()) + 1)
+        return _error(
+            "rate_limited",
+            f"slow down: try again in {wait} s",
+            retry_after=wait,
+            client_id=client_id,
+        )
+    message = models.add_message(room.id, user.id, user.username, body)
+    payload = message.as_json()
+    if isinstance(client_id, str):
+        payload["client_id"] = client_id[:64]
+    get_broker().publish(room.name, json.dumps(payload))
+    return None

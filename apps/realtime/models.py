@@ -1,0 +1,109 @@
+"""Chat rooms and messages, in the database (parameterized SQL via :mod:`project.db`)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from project.db import IntegrityError, utcnow
+from project.extensions import db
+
+ROOM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}\Z")
+
+
+class RoomExists(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Room:
+    id: int
+    name: str
+    created_at: datetime
+    message_count: int = 0
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    username: str
+    body: str
+    created_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "type": "message",
+            "id": self.id,
+            "user": self.username,
+            "body": self.body,
+            "sent_at": self.created_at.isoformat(timespec="milliseconds") + "Z",
+        }
+
+
+def list_rooms() -> list[Room]:
+    rows = db.fetch_all(
+        "SELECT r.id, r.name, r.created_at, COUNT(m.id) AS message_count FROM chat_rooms r"
+        " LEFT JOIN chat_messages m ON m.room_id = r.id"
+        " GROUP BY r.id, r.name, r.created_at ORDER BY r.name"
+    )
+    return [Room(int(r["id"]), r["name"], r["created_at"], int(r["message_count"])) for r in rows]
+
+
+def get_room(name: str) -> Room | None:
+    row = db.fetch_one("SELECT id, name, created_at FROM chat_rooms WHERE name = %s", (name,))
+    return Room(int(row["id"]), row["name"], row["created_at"]) if row else None
+
+
+def create_room(name: str, user_id: int) -> Room:
+    """Create a room.
+
+    Raises:
+        RoomExists: the name is taken.
+    """
+    try:
+        db.execute(
+            "INSERT INTO chat_rooms (name, created_by, created_at) VALUES (%s, %s, %s)",
+            (name, user_id, utcnow()),
+        )
+    except IntegrityError as exc:
+        raise RoomExists(name) from exc
+    room = get_room(name)
+    assert room is not None
+    return room
+
+
+def add_message(room_id: int, user_id: int, username: str, body: str) -> Message:
+    now = utcnow()
+    result = db.execute(
+        "INSERT INTO chat_messages (room_id, user_id, username, body, created_at)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (room_id, user_id, username, body, now),
+    )
+    return Message(int(result.lastrowid or 0), username, body, now)
+
+
+def _messages(rows: list[dict[str, Any]]) -> list[Message]:
+    return [Message(int(r["id"]), r["username"], r["body"], r["created_at"]) for r in rows]
+
+
+def recent_messages(room_id: int, limit: int, before: int | None = None) -> list[Message]:
+    """The newest *limit* messages (older than *before*, when given), oldest first."""
+    sql = "SELECT id, username, body, created_at FROM chat_messages WHERE room_id = %s"
+    params: list[Any] = [room_id]
+    if before is not None:
+        sql += " AND id < %s"
+        params.append(before)
+    rows = db.fetch_all(sql + " ORDER BY id DESC LIMIT %s", [*params, limit])
+    return _messages(rows)[::-1]
+
+
+def messages_after(room_id: int, after: int, limit: int) -> list[Message]:
+    """Messages newer than *after* (what a reconnecting client missed), oldest first."""
+    rows = db.fetch_all(
+        "SELECT id, username, body, created_at FROM chat_messages WHERE room_id = %s AND id > %s"
+        " ORDER BY id LIMIT %s",
+        (room_id, after, limit),
+    )
+    return _messages(rows)

@@ -1,0 +1,74 @@
+"""Chat pages and the WebSocket endpoints (room sockets and the conformance echo)."""
+
+from __future__ import annotations
+
+from flask import abort, current_app, g, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from apps.realtime import bp, chat, models, ws_bp
+from apps.realtime.forms import RoomForm
+from apps.realtime.server import ConnectionClosed, WebSocket, serve
+from project.auth import login_required
+from project.extensions import db
+
+
+@bp.route("/", methods=["GET", "POST"])
+@login_required
+def rooms() -> str | Response | tuple[str, int]:
+    """The list of rooms, and a form to create one."""
+    form = RoomForm()
+    if form.validate_on_submit():
+        try:
+            room = models.create_room(form.name.data, g.user.id)
+        except models.RoomExists:
+            form.name.errors.append("A room with this name already exists.")
+        else:
+            return redirect(url_for("realtime.room", name=room.name))
+    return render_template("realtime/rooms.html", rooms=models.list_rooms(), form=form), (
+        400 if form.errors else 200
+    )
+
+
+@bp.get("/rooms/<name>")
+@login_required
+def room(name: str) -> str:
+    """A chat room: messages, who is online, and a box to write in."""
+    found = models.get_room(name)
+    if found is None:
+        abort(404)
+    return render_template("realtime/room.html", room=found)
+
+
+# werkzeug routes upgrade requests only to rules marked websocket=True; the plain
+# rule lets other requests reach the handshake, which answers them with 426.
+@ws_bp.get("/rooms/<name>", websocket=True)
+@ws_bp.get("/rooms/<name>")
+def room_socket(name: str) -> Response:
+    """The room's WebSocket; only for logged-in users (401 before any upgrade otherwise)."""
+    if g.user is None:
+        abort(401)
+    found = models.get_room(name)
+    if found is None:
+        abort(404)
+    after = request.args.get("after", type=int)
+    user = g.user
+    db.release()  # the socket may stay open for hours: hold no pooled connection meanwhile
+    return serve(lambda ws: chat.run_room(ws, found, user, after))
+
+
+def _echo(ws: WebSocket) -> None:
+    for message in ws:
+        try:
+            ws.send(message)
+        except ConnectionClosed:
+            return
+
+
+@ws_bp.get("/echo", websocket=True)
+@ws_bp.get("/echo")
+def echo() -> Response:
+    """Echo every message back: for conformance suites (off in production by default)."""
+    if not current_app.config["WEBSOCKET_ECHO"]:
+        abort(404)
+    db.release()
+    return serve(_echo)
