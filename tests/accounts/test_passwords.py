@@ -1,4 +1,4 @@
-"""Password rules and hashing: what a new password must be, and hashes that improve by themselves."""
+"""Password rules and hashing: what a new password must be; hashes that improve on their own."""
 
 from __future__ import annotations
 
