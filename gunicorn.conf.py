@@ -12,9 +12,16 @@ import multiprocessing
 import os
 import sys
 
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+if worker_class == "gevent":
+    # Patch before anything imports ssl or threading (gevent's own advice); the
+    # workers inherit the patched modules from this process.
+    from gevent import monkey
+
+    monkey.patch_all()
+
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1))
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 threads = int(os.environ.get("GUNICORN_THREADS", "32"))
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "10000"))  # gevent
 

@@ -34,6 +34,22 @@ def run_shutdown_hooks() -> None:
             log.exception("shutdown hook %r failed", hook)
 
 
+def _in_background(function: Callable[[], object]) -> None:
+    """Start *function* without blocking: a greenlet under gevent, else a thread."""
+    try:
+        from gevent import monkey
+    except ImportError:
+        patched = False
+    else:
+        patched = monkey.is_module_patched("threading")
+    if patched:
+        import gevent
+
+        gevent.spawn(function)
+    else:
+        threading.Thread(target=function, name="shutdown-hooks").start()
+
+
 def install_signal_handlers(
     signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT),
 ) -> None:
@@ -46,7 +62,7 @@ def install_signal_handlers(
             frame: FrameType | None,
             previous: Callable[[int, FrameType | None], object] | int | None = previous,
         ) -> None:
-            threading.Thread(target=run_shutdown_hooks, name="shutdown-hooks").start()
+            _in_background(run_shutdown_hooks)
             if callable(previous):
                 previous(sig, frame)
             elif previous == signal.SIG_DFL:

@@ -1,0 +1,243 @@
+"""Our WebSocket server under the real servers, talking to the `websockets` library as a client.
+
+Three deployments: ``manage.py runserver`` (werkzeug, embedded stack), and
+gunicorn with the ``gthread`` and ``gevent`` workers (MariaDB + Redis).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from tests.conftest import REDIS_URL, free_port, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "s" * 48
+
+
+@dataclass
+class Server:
+    kind: str
+    url: str  # http://127.0.0.1:PORT
+    proc: subprocess.Popen[bytes]
+    env: dict[str, str]
+
+    @property
+    def ws(self) -> str:
+        return "ws" + self.url[4:]
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_server(kind: str, env: dict[str, str], port: int) -> Server:
+    """Start one deployment of the app and wait until it answers."""
+    if kind == "runserver":
+        command = [sys.executable, "manage.py", "runserver", "--port", str(port), "--no-reload"]
+    else:
+        env = {**env, "GUNICORN_WORKER_CLASS": kind, "GUNICORN_BIND": f"127.0.0.1:{port}",
+               "GUNICORN_WORKERS": env.get("GUNICORN_WORKERS", "2"),
+               "GUNICORN_ACCESS_LOG": "/dev/null"}
+        command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "project.wsgi:app"]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    server = Server(kind, f"http://127.0.0.1:{port}", proc, env)
+    try:
+        wait_for(server.url + "/healthz")
+    except AssertionError:
+        server.stop(signal.SIGKILL)
+        raise
+    return server
+
+
+def server_env(kind: str, tmp_path: Path, mysql_url: str | None, prefix: str | None,
+               **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("APP_ENV", "DATABASE_URL", "REDIS_URL", "SECRET_KEY"))}
+    env.update(SECRET_KEY=SECRET, WEBSOCKET_ECHO="1", **extra)
+    if kind == "runserver":
+        env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'rt.db'}"
+    else:
+        assert mysql_url and prefix
+        env.update(APP_ENV="production", DATABASE_URL=mysql_url, REDIS_URL=REDIS_URL,
+                   REDIS_KEY_PREFIX=prefix)
+    subprocess.run([sys.executable, "manage.py", "migrate"], cwd=ROOT, env=env, check=True,
+                   capture_output=True)
+    return env
+
+
+@pytest.fixture(params=["runserver", "gthread", "gevent"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    kind = request.param
+    mysql_url = prefix = None
+    if kind != "runserver":
+        mysql_url = request.getfixturevalue("mysql_database")
+        prefix = request.getfixturevalue("redis_prefix")
+    started = start_server(kind, server_env(kind, tmp_path, mysql_url, prefix,
+                                            WEBSOCKET_PING_INTERVAL="1",
+                                            WEBSOCKET_PING_TIMEOUT="1"), free_port())
+    yield started
+    started.stop()
+
+
+# -- the websockets library as a client ----------------------------------------------------------
+
+
+def test_echo_text_and_binary_with_a_real_client(server: Server) -> None:
+    with connect(server.ws + "/ws/echo", max_size=2**22) as ws:
+        ws.send("héllo, wörld ✓")
+        assert ws.recv() == "héllo, wörld ✓"
+        payload = os.urandom(900 * 1024)  # under the 1 MiB message limit
+        ws.send(payload)
+        assert ws.recv() == payload
+        ws.send("")
+        assert ws.recv() == ""
+    assert ws.close_code == 1000
+
+
+def test_many_messages_in_a_row_stay_in_order(server: Server) -> None:
+    with connect(server.ws + "/ws/echo") as ws:
+        for i in range(200):
+            ws.send(f"message {i}")
+        assert [ws.recv() for _ in range(200)] == [f"message {i}" for i in range(200)]
+
+
+def test_a_message_over_the_limit_closes_with_1009(server: Server) -> None:
+    with connect(server.ws + "/ws/echo", max_size=None) as ws:
+        ws.send(b"x" * (2**20 + 1))
+        with pytest.raises(ConnectionClosed):
+            ws.recv()
+    assert ws.close_code == 1009
+
+
+def test_a_bad_handshake_gets_an_http_error(server: Server) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        connect(server.ws + "/ws/echo", origin="http://evil.example")  # type: ignore[arg-type]
+    assert refused.value.response.status_code == 403
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as sock:
+        sock.sendall(b"GET /ws/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(200).startswith(b"HTTP/1.1 426")
+
+
+# -- raw bytes on the wire -----------------------------------------------------------------------
+
+
+def raw_handshake(server: Server, path: str = "/ws/echo") -> tuple[socket.socket, bytes]:
+    """Open a socket and upgrade it; returns the socket and bytes read past the 101 headers."""
+    port = int(server.url.rsplit(":", 1)[1])
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        .encode()
+    )
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, "the server closed during the handshake"
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return sock, rest
+
+
+def client_frame(opcode: int, payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    assert len(payload) < 126
+    return struct.pack("!BB", 0x80 | opcode, 0x80 | len(payload)) + mask + masked
+
+
+def read_to_eof(sock: socket.socket, initial: bytes = b"") -> bytes:
+    data = initial
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def parse_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """Server frames; fails if anything that is not a well-formed frame is on the wire."""
+    frames = []
+    while data:
+        assert len(data) >= 2, f"trailing bytes that are not a frame: {data!r}"
+        first, second = data[0], data[1]
+        assert not second & 0x80, "server frames are never masked"
+        length, offset = second & 0x7F, 2
+        if length == 126:
+            (length,), offset = struct.unpack_from("!H", data, 2), 4
+        elif length == 127:
+            (length,), offset = struct.unpack_from("!Q", data, 2), 10
+        assert len(data) >= offset + length, f"a truncated frame: {data!r}"
+        frames.append((first & 0x0F, data[offset:offset + length]))
+        data = data[offset + length:]
+    return frames
+
+
+def test_after_the_101_nothing_but_frames_is_written(server: Server) -> None:
+    """flask-sock's werkzeug integration appends 'HTTP/1.1 200 OK' after the close; we must not."""
+    sock, rest = raw_handshake(server)
+    with sock:
+        sock.sendall(client_frame(0x1, b"ping?"))
+        sock.sendall(client_frame(0x8, struct.pack("!H", 1000) + b"bye"))
+        frames = parse_frames(read_to_eof(sock, rest))
+    assert frames[0] == (0x1, b"ping?")
+    assert frames[-1] == (0x8, struct.pack("!H", 1000) + b"bye"), "the close is echoed"
+    assert len(frames) == 2
+
+
+def test_a_protocol_error_closes_with_1002_and_nothing_else(server: Server) -> None:
+    sock, rest = raw_handshake(server)
+    with sock:
+        sock.sendall(struct.pack("!BB", 0x81, 5) + b"plain")  # an unmasked client frame
+        frames = parse_frames(read_to_eof(sock, rest))
+    assert frames == [(0x8, struct.pack("!H", 1002) + b"client frames must be masked")]
+
+
+def test_a_silent_peer_is_pinged_then_dropped(server: Server) -> None:
+    """Keepalive (interval and timeout 1 s here): a peer that never answers pings is closed."""
+    sock, rest = raw_handshake(server)
+    started = time.monotonic()
+    with sock:
+        frames = parse_frames(read_to_eof(sock, rest))
+    assert frames[0] == (0x9, b"keepalive")
+    assert frames[-1][0] == 0x8 and frames[-1][1][:2] == struct.pack("!H", 1011)
+    assert time.monotonic() - started < 15
+
+
+def test_answering_pings_keeps_a_quiet_connection_open(server: Server) -> None:
+    with connect(server.ws + "/ws/echo") as ws:  # the library answers pings itself
+        time.sleep(3.5)
+        ws.send("still here")
+        assert ws.recv() == "still here"
+
+
+def test_stopping_the_server_closes_sockets_with_1001(server: Server) -> None:
+    with connect(server.ws + "/ws/echo") as ws:
+        ws.send("hello")
+        assert ws.recv() == "hello"
+        server.proc.send_signal(signal.SIGINT if server.kind == "runserver" else signal.SIGTERM)
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=20)
+    assert ws.close_code == 1001
