@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -144,6 +145,8 @@ def make_app(stack: dict[str, Any]) -> Iterator[Any]:
     yield factory
     db.close()
     for app in created:
+        if app.extensions.get("broker") is not None:
+            app.extensions["broker"].close()
         if app.extensions.get("redis") is not None:
             app.extensions["redis"].close()
 
@@ -277,3 +280,16 @@ def smtp_outbox() -> Iterator[Outbox]:
     controller.start()
     yield outbox
     controller.stop()
+
+
+@pytest.fixture
+def live_server(app: Flask) -> Iterator[str]:
+    """The test app served over HTTP (and WebSocket) by werkzeug in a thread."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", free_port(), app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=10)

@@ -138,7 +138,9 @@ class RedisBroker(LocalBroker):
                     if message and message["type"] == "pmessage":
                         room = message["channel"].decode()[len(self._channel_prefix) :]
                         self._fan_out(room, message["data"].decode())
-            except redis.RedisError as exc:
+            except Exception as exc:  # noqa: BLE001 - this thread must outlive any one failure
+                if self._stopped.is_set():
+                    return
                 log.warning("room broker lost Redis (%s); reconnecting in %.1fs", exc, delay)
                 self._stopped.wait(delay)
                 delay = min(delay * 2, 10)
@@ -195,10 +197,15 @@ class RedisBroker(LocalBroker):
                         self._last_online[room] = online
                         super()._fan_out(room, presence_payload(online))
             except redis.RedisError as exc:
-                log.warning("presence heartbeat failed: %s", exc)
+                if not self._stopped.is_set():
+                    log.warning("presence heartbeat failed: %s", exc)
 
     def close(self) -> None:
+        """Stop the listener and heartbeat threads (tests, and apps torn down in-process)."""
         self._stopped.set()
+        for thread in (self._listener, self._heartbeat):
+            if thread is not None:
+                thread.join(timeout=5)
 
 
 def presence_payload(online: list[str]) -> str:

@@ -8,10 +8,16 @@ frame fails with 1009 instead of filling memory.
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass, field
 
 EMPTY_BLOCK = b"\x00\x00\xff\xff"  # the tail of a sync flush, left off on the wire (7.2.1)
+
+
+def deflate_bound(size: int) -> int:
+    """The most bytes a valid deflate encoding of *size* bytes can take (zlib's compressBound)."""
+    return size + (size >> 12) + (size >> 14) + (size >> 25) + 13
 
 
 class DecompressionTooLarge(Exception):
@@ -55,7 +61,9 @@ class PerMessageDeflate:
         out = self._decompressor.decompress(data, limit + 1)
         if len(out) > limit or self._decompressor.unconsumed_tail:
             raise DecompressionTooLarge
-        if final and self.client_no_context_takeover:
+        # A sender may end a message with a final (BFINAL) block (RFC 7692 7.2.3.4); the
+        # stream is then over, and the next message needs a fresh inflater.
+        if self._decompressor.eof or (final and self.client_no_context_takeover):
             self._decompressor = zlib.decompressobj(-15)
         return out
 
@@ -75,6 +83,11 @@ def negotiate(header: str) -> tuple[PerMessageDeflate, str] | None:
         if accepted is not None:
             return accepted
     return None
+
+
+def _window_bits(value: str, lowest: int) -> bool:
+    # ASCII digits only: str.isdigit() also accepts "²", which int() then refuses.
+    return re.fullmatch(r"[0-9]{1,2}", value) is not None and lowest <= int(value) <= 15
 
 
 def _accept(raw_params: list[str]) -> tuple[PerMessageDeflate, str] | None:
@@ -97,12 +110,12 @@ def _accept(raw_params: list[str]) -> tuple[PerMessageDeflate, str] | None:
             response.append(key)
         elif key == "server_max_window_bits":
             # zlib cannot compress with an 8-bit raw window, so such an offer is declined.
-            if given is None or not given.isdigit() or not 9 <= int(given) <= 15:
+            if given is None or not _window_bits(given, 9):
                 return None
             agreed[key] = int(given)
             response.append(f"server_max_window_bits={given}")
         elif key == "client_max_window_bits":
-            if given is not None and (not given.isdigit() or not 8 <= int(given) <= 15):
+            if given is not None and not _window_bits(given, 8):
                 return None
             # We inflate with a 15-bit window whatever the client uses: nothing to answer.
         else:

@@ -42,7 +42,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from apps.realtime.deflate import DecompressionTooLarge, PerMessageDeflate
+from apps.realtime.deflate import DecompressionTooLarge, PerMessageDeflate, deflate_bound
 from ext.frames import apply_mask
 
 
@@ -156,6 +156,7 @@ class Connection:
         self._message_compressed = False
         self._fragments: list[bytes] = []
         self._message_size = 0
+        self._wire_size = 0  # the current message's bytes as received, before inflating
         self._utf8 = codecs.getincrementaldecoder("utf-8")("strict")
         self._text: list[str] = []
 
@@ -186,7 +187,9 @@ class Connection:
         if self.state is not State.OPEN:
             return
         payload = b"" if code == CloseCode.NO_STATUS else struct.pack("!H", code)
-        payload += reason.encode("utf-8")[: 125 - len(payload)]
+        # Cut long reasons to the 125-byte frame without splitting a character.
+        cut = reason.encode("utf-8")[: 125 - len(payload)]
+        payload += cut.decode("utf-8", "ignore").encode("utf-8")
         self._outgoing.append(encode_frame(Opcode.CLOSE, payload))
         self.close_code = code
         self.state = State.CLOSING
@@ -271,14 +274,20 @@ class Connection:
                 raise ProtocolError(CloseCode.PROTOCOL_ERROR, "64-bit length with the top bit set")
             offset = 10
         # Refuse before buffering: an attacker announcing 2**62 bytes gets 1009 now.
-        # (A compressed frame is checked as it inflates.)
-        compressed = rsv1 or self._message_compressed
-        too_big = self._message_size + length > self.max_message_size
-        if opcode not in CONTROL_OPCODES and not compressed and too_big:
-            raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "message too big")
+        # A compressed message is bounded on the wire by the most a valid deflate
+        # encoding of max_message_size bytes can take, and again as it inflates.
+        if opcode not in CONTROL_OPCODES:
+            compressed = rsv1 or self._message_compressed
+            wire_limit = (
+                deflate_bound(self.max_message_size) if compressed else self.max_message_size
+            )
+            if self._wire_size + length > wire_limit:
+                raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "message too big")
         end = offset + 4 + length
         if len(buf) < end:
             return None
+        if opcode not in CONTROL_OPCODES:
+            self._wire_size += length
         mask = bytes(buf[offset : offset + 4])
         payload = apply_mask(memoryview(buf)[offset + 4 : end], mask)
         del buf[:end]
@@ -356,4 +365,5 @@ class Connection:
         self._message_opcode = None
         self._message_compressed = False
         self._message_size = 0
+        self._wire_size = 0
         return event

@@ -54,12 +54,17 @@ def start_server(kind: str, env: dict[str, str], port: int) -> Server:
     if kind == "runserver":
         command = [sys.executable, "manage.py", "runserver", "--port", str(port), "--no-reload"]
     else:
-        env = {**env, "GUNICORN_WORKER_CLASS": kind, "GUNICORN_BIND": f"127.0.0.1:{port}",
-               "GUNICORN_WORKERS": env.get("GUNICORN_WORKERS", "2"),
-               "GUNICORN_ACCESS_LOG": "/dev/null"}
+        env = {
+            **env,
+            "GUNICORN_WORKER_CLASS": kind,
+            "GUNICORN_BIND": f"127.0.0.1:{port}",
+            "GUNICORN_WORKERS": env.get("GUNICORN_WORKERS", "2"),
+            "GUNICORN_ACCESS_LOG": "/dev/null",
+        }
         command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "project.wsgi:app"]
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     server = Server(kind, f"http://127.0.0.1:{port}", proc, env)
     try:
         wait_for(server.url + "/healthz")
@@ -69,19 +74,28 @@ def start_server(kind: str, env: dict[str, str], port: int) -> Server:
     return server
 
 
-def server_env(kind: str, tmp_path: Path, mysql_url: str | None, prefix: str | None,
-               **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("APP_ENV", "DATABASE_URL", "REDIS_URL", "SECRET_KEY"))}
+def server_env(
+    kind: str, tmp_path: Path, mysql_url: str | None, prefix: str | None, **extra: str
+) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("APP_ENV", "DATABASE_URL", "REDIS_URL", "SECRET_KEY"))
+    }
     env.update(SECRET_KEY=SECRET, WEBSOCKET_ECHO="1", **extra)
     if kind == "runserver":
         env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'rt.db'}"
     else:
         assert mysql_url and prefix
-        env.update(APP_ENV="production", DATABASE_URL=mysql_url, REDIS_URL=REDIS_URL,
-                   REDIS_KEY_PREFIX=prefix)
-    subprocess.run([sys.executable, "manage.py", "migrate"], cwd=ROOT, env=env, check=True,
-                   capture_output=True)
+        env.update(
+            APP_ENV="production",
+            DATABASE_URL=mysql_url,
+            REDIS_URL=REDIS_URL,
+            REDIS_KEY_PREFIX=prefix,
+        )
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True
+    )
     return env
 
 
@@ -92,9 +106,18 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     if kind != "runserver":
         mysql_url = request.getfixturevalue("mysql_database")
         prefix = request.getfixturevalue("redis_prefix")
-    started = start_server(kind, server_env(kind, tmp_path, mysql_url, prefix,
-                                            WEBSOCKET_PING_INTERVAL="1",
-                                            WEBSOCKET_PING_TIMEOUT="1"), free_port())
+    started = start_server(
+        kind,
+        server_env(
+            kind,
+            tmp_path,
+            mysql_url,
+            prefix,
+            WEBSOCKET_PING_INTERVAL="1",
+            WEBSOCKET_PING_TIMEOUT="1",
+        ),
+        free_port(),
+    )
     yield started
     started.stop()
 
@@ -146,11 +169,11 @@ def raw_handshake(server: Server, path: str = "/ws/echo") -> tuple[socket.socket
     port = int(server.url.rsplit(":", 1)[1])
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(
+    request = (
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        .encode()
     )
+    sock.sendall(request.encode())
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(4096)
@@ -190,8 +213,8 @@ def parse_frames(data: bytes) -> list[tuple[int, bytes]]:
         elif length == 127:
             (length,), offset = struct.unpack_from("!Q", data, 2), 10
         assert len(data) >= offset + length, f"a truncated frame: {data!r}"
-        frames.append((first & 0x0F, data[offset:offset + length]))
-        data = data[offset + length:]
+        frames.append((first & 0x0F, data[offset : offset + length]))
+        data = data[offset + length :]
     return frames
 
 
