@@ -1,13 +1,19 @@
 """Pure-Python WebSocket masking, used when the Cython extension is not built.
 
-Same signature and errors as ``ext/_frames.pyx``. It XORs the payload as one
-big integer against the mask repeated to the same length, so the loop runs
-inside CPython's C code over whole machine words instead of per byte.
+Same signature and errors as ``ext/_frames.pyx``. The mask repeats every four
+bytes, so byte ``i`` is XORed with ``mask[i % 4]``: the payload is split into
+its four strided slices and each goes through ``bytes.translate`` with a
+256-entry XOR table, which runs in C. Measured here against XORing the whole
+payload as one big integer: equal at 4 KiB, 2x faster at 64 KiB, 2.8x at
+1 MiB (bench/frames.py); the seed's per-byte loop is 40-50x slower.
 """
 
 from __future__ import annotations
 
 BytesLike = bytes | bytearray | memoryview
+
+#: XOR_TABLES[k] maps each byte b to b ^ k.
+XOR_TABLES = [bytes(b ^ k for b in range(256)) for k in range(256)]
 
 
 def apply_mask(data: BytesLike, mask: BytesLike) -> bytes:
@@ -27,10 +33,8 @@ def apply_mask(data: BytesLike, mask: BytesLike) -> bytes:
         raise TypeError(f"expected a bytes-like object, not {type(bad).__name__}") from None
     if key.nbytes != 4:
         raise ValueError("mask must contain 4 bytes")
-    size = view.nbytes
-    if size == 0:
-        return b""
     key_bytes = key.tobytes()
-    repeated = key_bytes * (size // 4 + 1)
-    masked = int.from_bytes(view, "little") ^ int.from_bytes(repeated[:size], "little")
-    return masked.to_bytes(size, "little")
+    masked = bytearray(view)
+    for offset in range(4):
+        masked[offset::4] = masked[offset::4].translate(XOR_TABLES[key_bytes[offset]])
+    return bytes(masked)
