@@ -219,7 +219,7 @@ def test_the_room_list_and_room_pages(chat_app: Flask) -> None:
     assert "#general" in page
     room = client.get("/realtime/rooms/general").get_data(as_text=True)
     assert 'data-socket-path="/ws/rooms/general"' in room
-    assert "/realtime/static/chat.js" in room
+    assert "/realtime/static/realtime/chat.js" in room
     assert client.get("/realtime/rooms/nowhere").status_code == 404
 
 
