@@ -46,3 +46,20 @@ def test_two_users_chat_and_history_survives_a_reload(
     bob_page.wait_for_selector("#chat-status.ok")
     texts = bob_page.locator(".chat-text").all_inner_texts()
     assert texts == ["Hi Bob <img src=x onerror=alert(1)>", "Hello Alice"]
+
+
+def test_scrolling_to_the_top_loads_older_messages(
+    app: Flask, live_server: str, browser  # type: ignore[no-untyped-def]  # noqa: F811
+) -> None:
+    with app.app_context():
+        alice = create_account("alice")
+        room = models.create_room("general", alice)
+        for i in range(80):
+            models.add_message(room.id, alice, "alice", f"note {i}")
+    page = log_in(browser.new_context(), live_server, "alice")
+    page.wait_for_selector(".chat-text:has-text('note 79')")
+    assert page.locator(".chat-message").count() == 50
+    page.evaluate("document.getElementById('chat-log').scrollTop = 0")
+    page.wait_for_selector(".chat-text:text-is('note 0')")
+    assert page.locator(".chat-message").count() == 80
+    assert page.locator("#load-older").is_hidden()

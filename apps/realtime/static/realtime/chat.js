@@ -99,6 +99,7 @@
       } else if (data.type === "message") {
         append([data]);
       } else if (data.type === "history") {
+        historyPending = false;
         prepend(data.messages, data.has_more);
       } else if (data.type === "presence") {
         showOnline(data.online);
@@ -132,10 +133,18 @@
     input.value = "";
   });
 
-  olderButton.addEventListener("click", function () {
-    if (socket && socket.readyState === WebSocket.OPEN && oldestId !== null) {
+  let historyPending = false;
+  function loadOlder() {
+    if (historyPending || olderButton.hidden || oldestId === null) return;
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      historyPending = true;
       socket.send(JSON.stringify({ type: "history", before: oldestId }));
     }
+  }
+  olderButton.addEventListener("click", loadOlder);
+  // Scrolling to the top of the log loads the messages before it.
+  log.addEventListener("scroll", function () {
+    if (log.scrollTop < 20) loadOlder();
   });
 
   window.addEventListener("online", function () {
