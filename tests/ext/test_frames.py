@@ -96,3 +96,9 @@ def test_frames_pure_python_forces_the_fallback() -> None:
         check=True,
     )
     assert run.stdout.split() == ["python", "ext._frames_py"]
+
+
+def test_a_strided_view_is_masked_like_its_bytes(apply_mask) -> None:  # type: ignore[no-untyped-def]
+    data = os.urandom(101)
+    strided = memoryview(data)[::3]
+    assert apply_mask(strided, b"wxyz") == reference(bytes(strided), b"wxyz")
