@@ -51,6 +51,9 @@ class Config:
     # random 256-bit id, unguessable without signing (Flask-Session 0.8
     # deprecates its signer). msgpack, never pickle, on every backend.
     SESSION_PERMANENT = True
+    # Save a session only when it changed (a login refreshes seen_at once a minute),
+    # not on every request: fewer writes, and the expiry follows real activity.
+    SESSION_REFRESH_EACH_REQUEST = False
     SESSION_USE_SIGNER = False
     SESSION_ID_LENGTH = 32
     SESSION_SERIALIZATION_FORMAT = "msgpack"

@@ -1,0 +1,769 @@
+"""The accounts app under load: its pages against a minimal Flask app, and the admin user list.
+
+One run, on MariaDB + Redis, with the production settings and the same
+gunicorn settings (``-c gunicorn.conf.py``, same workers and threads) for
+both apps:
+
+1. **Throughput.** Two gunicorns are up at once, :mod:`bench.hello_app` and
+   the project's ``project.wsgi:app``; the pages below take turns, for
+   ``--rounds`` rounds, so that each ratio compares runs made a few seconds
+   apart on the same machine. ``wrk`` (or the Python generator) loads each
+   page for a warm-up and then ``--duration`` seconds at ``--connections``
+   keep-alive connections:
+
+   * ``GET /`` of the hello app (``Flask(__name__)`` and one route): the
+     ceiling gunicorn + Flask give on this machine;
+   * ``GET /accounts/login`` as an anonymous visitor: the page renders the
+     login form, whose CSRF token is kept in the session, so **every request
+     without a cookie creates a new server-side session in Redis** (one
+     ``SET`` of a new key). That is what is measured, and the report counts
+     the keys it left;
+   * ``GET /accounts/profile`` with the cookie of a session that logged in for
+     real (a ``POST /accounts/login`` with the form's CSRF token), sent by
+     every connection (``wrk -H 'Cookie: session=...'``).
+
+   The report gives req/s, p50/p99, the ratio ours/hello for both pages, and
+   (``--breakdown``) where one request's time goes, measured in this process
+   with Flask's test client: templates, Redis round trips, SQL, the rest.
+
+2. **Admin user list.** ``--users`` users (default 100,000) are inserted with
+   PyMySQL's ``executemany`` in chunks (one precomputed argon2 hash for all),
+   then, with an admin's session, the median of ``--samples`` sequential
+   requests through the project's gunicorn is timed for a search
+   (``?q=user0999``), a filter (``?active=no``), the first and the last page,
+   next to the median of ``models.list_users()`` alone (in this process, the
+   two SQL statements and nothing else). The statements ``list_users`` runs
+   are captured as it runs them and shown with MariaDB's ``ANALYZE``
+   (``EXPLAIN`` plus the rows really read; plain ``EXPLAIN`` on MySQL).
+
+Everything the benchmark makes is removed at the end, also on an error,
+Ctrl-C or SIGTERM: both gunicorns are stopped, the database
+``bench_accounts_<random>`` (migrated with ``project.migrations.migrate``) is
+dropped, and every Redis key containing the run's ``REDIS_KEY_PREFIX``
+(``bench_accounts_<random>:``: sessions, the session index, rate-limit
+counters) is deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import math
+import os
+import re
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+from unittest import mock
+from urllib.parse import urlencode
+
+import jinja2
+import pymysql.cursors
+import redis
+import redis.client
+from flask import Flask
+
+from bench import hello_app
+from bench._harness import (
+    BenchDatabase,
+    LoadGenerator,
+    LoadResult,
+    Response,
+    add_common_arguments,
+    bench_database,
+    check_common_arguments,
+    choose_wrk,
+    describe_gunicorn,
+    fmt_ms,
+    free_port,
+    gunicorn_env,
+    gunicorn_server,
+    gunicorn_settings,
+    load_notes,
+    log,
+    request,
+    results_table,
+    run_main,
+)
+from project import ConfigurationError, create_app
+from project.db import DatabaseError
+from project.migrations import MigrationError, migrate
+
+OURS = "project.wsgi:app"
+HELLO = "bench.hello_app:app"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+LOGIN = "/accounts/login"
+PROFILE = "/accounts/profile"
+USER_LIST = "/admin/accounts/"
+SEARCH = "user0999"
+INSERT_CHUNK = 5000
+CREATED_SPAN = timedelta(days=3 * 365)  # inserted users joined over the last three years
+COOKIE = "session"  # SESSION_COOKIE_NAME
+EXPLAIN_COLUMNS = ("type", "possible_keys", "key", "rows", "r_rows", "Extra")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench accounts",
+        description="req/s of the login and profile pages against a minimal Flask app, "
+        "and the admin user list's response times with many users.",
+    )
+    add_common_arguments(parser)
+    parser.add_argument(
+        "--users",
+        type=int,
+        default=100_000,
+        help="users inserted for the admin user list (default 100000; 0 skips that part)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="times each page is loaded, taking turns with the others (default 2)",
+    )
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=20,
+        help="sequential requests timed per admin page (default 20; the median is shown)",
+    )
+    parser.add_argument(
+        "--breakdown",
+        type=int,
+        default=500,
+        help="requests per page for the in-process time breakdown (default 500; 0 skips it)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL),
+        help=f"Redis for sessions and limits (default: $BENCH_REDIS_URL or {DEFAULT_REDIS_URL})",
+    )
+    args = parser.parse_args(argv)
+    check_common_arguments(parser, args)
+    if args.users < 0:
+        parser.error("--users must not be negative")
+    if args.breakdown < 0:
+        parser.error("--breakdown must not be negative")
+    if args.rounds <= 0:
+        parser.error("--rounds must be greater than zero")
+    if args.samples <= 0:
+        parser.error("--samples must be greater than zero")
+    return args
+
+
+# -- Redis -----------------------------------------------------------------------
+
+
+def prefixed_keys(client: redis.Redis, prefix: str, kind: str = "") -> list[bytes]:
+    """Every key containing ``prefix + kind`` (Flask-Limiter puts its own prefix before ours)."""
+    return list(client.scan_iter(match=f"*{prefix}{kind}*", count=1000))
+
+
+@contextlib.contextmanager
+def redis_prefix(url: str) -> Iterator[tuple[redis.Redis, str]]:
+    """A Redis client and a fresh key prefix; every key containing it is deleted at the end."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=30)
+    prefix = f"bench_accounts_{secrets.token_hex(4)}:"
+    client.ping()  # fail now, before anything is created, if Redis is not there
+    try:
+        yield client, prefix
+    finally:
+        keys = prefixed_keys(client, prefix)
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start : start + 1000])
+        log(f"deleted {len(keys):,} Redis keys containing {prefix}")
+        client.close()
+
+
+# -- the database and the accounts ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Account:
+    username: str
+    password: str
+    is_admin: bool
+
+
+def create_accounts(app: Flask, accounts: list[Account]) -> None:
+    """Create the accounts the benchmark logs in with, as the app does (argon2 hash and all)."""
+    from apps.accounts.models import create_user
+    from apps.accounts.passwords import hash_password
+
+    with app.app_context():
+        for account in accounts:
+            create_user(
+                account.username,
+                f"{account.username}@bench.invalid",
+                hash_password(account.password),
+                is_admin=account.is_admin,
+            )
+
+
+def insert_users(app: Flask, database: BenchDatabase, count: int) -> float:
+    """Insert ``count`` users ``user000001``... with one shared hash; returns the seconds taken.
+
+    Every tenth user is deactivated; ``created_at`` grows with the id over
+    :data:`CREATED_SPAN`, the way a table filled over years looks.
+    """
+    from apps.accounts.models import normalize_email, username_key
+    from apps.accounts.passwords import hash_password
+
+    with app.app_context():  # the argon2 cost comes from the app's settings
+        password_hash = hash_password(secrets.token_urlsafe(16))  # one argon2 run, not 100,000
+    width = max(6, len(str(count)))
+    start = datetime.now(UTC).replace(tzinfo=None) - CREATED_SPAN
+    step = CREATED_SPAN / max(count, 1)
+    sql = (
+        "INSERT INTO users (username, username_key, email, password_hash, is_active,"
+        " is_admin, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+    )
+    began = time.perf_counter()
+    with contextlib.closing(database.connect()) as con:
+        for first in range(1, count + 1, INSERT_CHUNK):
+            rows = []
+            for n in range(first, min(first + INSERT_CHUNK, count + 1)):
+                name = f"user{n:0{width}d}"
+                email = normalize_email(f"{name}@example.com")
+                active = n % 10 != 0
+                created = start + n * step
+                rows.append(
+                    (name, username_key(name), email, password_hash, active, False, created)
+                )
+            con.begin()
+            with con.cursor() as cursor:
+                cursor.executemany(sql, rows)
+            con.commit()
+        with con.cursor() as cursor:  # the statistics a table that grew slowly would have
+            cursor.execute("ANALYZE TABLE users")
+            cursor.fetchall()
+    return time.perf_counter() - began
+
+
+# -- logging in over HTTP ----------------------------------------------------------------
+
+
+def session_cookie(response: Response) -> str | None:
+    for header in response.headers.get_all("Set-Cookie") or []:
+        cookie: SimpleCookie = SimpleCookie()
+        cookie.load(header)
+        if COOKIE in cookie and cookie[COOKIE].value:
+            return cookie[COOKIE].value
+    return None
+
+
+def csrf_token(html: str) -> str:
+    tag = re.search(r'<input[^>]*\bname="csrf_token"[^>]*>', html)
+    value = re.search(r'\bvalue="([^"]+)"', tag.group(0)) if tag else None
+    if value is None:
+        raise RuntimeError(f"no csrf_token field on {LOGIN}")
+    return value.group(1)
+
+
+def log_in(port: int, account: Account, check_path: str) -> str:
+    """Log in through the real form (GET, then POST with its CSRF token); the session id.
+
+    The id is checked on ``check_path``, which must then answer 200, not a redirect.
+    """
+    page = request(port, "GET", LOGIN)
+    anonymous = session_cookie(page)
+    if page.status != 200 or anonymous is None:
+        raise RuntimeError(f"GET {LOGIN}: {page.status}, session cookie {anonymous!r}")
+    form = {
+        "csrf_token": csrf_token(page.body.decode()),
+        "next": "",
+        "login": account.username,
+        "password": account.password,
+    }
+    headers = {
+        "Cookie": f"{COOKIE}={anonymous}",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    done = request(port, "POST", LOGIN, headers, urlencode(form).encode())
+    sid = session_cookie(done)
+    if done.status != 302 or sid is None:
+        raise RuntimeError(f"POST {LOGIN} as {account.username}: {done.status}, no new session")
+    check = request(port, "GET", check_path, {"Cookie": f"{COOKIE}={sid}"})
+    if check.status != 200 or account.username.encode() not in check.body:
+        raise RuntimeError(f"GET {check_path} after logging in: {check.status}")
+    return sid
+
+
+# -- where a page's time goes ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """Per request, in one thread of this process (Flask's test client, no HTTP, no gunicorn)."""
+
+    label: str
+    wall_ms: float
+    cpu_ms: float
+    render_ms: float  # jinja2 Template.render: the template, its macros, the form widgets
+    redis_ms: float
+    redis_calls: float
+    sql_ms: float
+    sql_calls: float
+
+
+def _timed(func: Callable[..., Any], record: Callable[[float], None]) -> Callable[..., Any]:
+    """``func``, passing the seconds each call took to ``record``."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            record(time.perf_counter() - started)
+
+    return wrapper
+
+
+def breakdown(
+    label: str, app: Flask, path: str, requests: int, headers: dict[str, str] | None = None
+) -> Breakdown:
+    """Time ``requests`` GETs of ``path``, and the part spent rendering, in Redis and in SQL.
+
+    Redis and SQL times are round trips as the worker waits for them (the
+    server's own work included); ``cpu_ms`` is this process's CPU time.
+    """
+    client = app.test_client(use_cookies=False)
+    totals = dict.fromkeys(
+        ("render", "render_calls", "redis", "redis_calls", "sql", "sql_calls"), 0.0
+    )
+
+    def add(key: str) -> Callable[[float], None]:
+        def record(seconds: float) -> None:
+            totals[key] += seconds
+            totals[f"{key}_calls"] += 1
+
+        return record
+
+    patches = [
+        (jinja2.Template, "render", "render"),
+        (redis.Redis, "execute_command", "redis"),
+        (redis.client.Pipeline, "execute", "redis"),
+        (pymysql.cursors.Cursor, "execute", "sql"),
+    ]
+    with contextlib.ExitStack() as stack:
+        for owner, name, key in patches:
+            stack.enter_context(
+                mock.patch.object(owner, name, _timed(getattr(owner, name), add(key)))
+            )
+        for _ in range(max(10, requests // 10)):  # warm-up: imports, caches, pool
+            client.get(path, headers=headers)
+        for key in totals:
+            totals[key] = 0.0
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(requests):
+            response = client.get(path, headers=headers)
+            if response.status_code != 200:
+                raise RuntimeError(f"{label}: GET {path} answered {response.status_code}")
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    per = 1000 / requests
+    return Breakdown(
+        label,
+        wall * per,
+        cpu * per,
+        totals["render"] * per,
+        totals["redis"] * per,
+        totals["redis_calls"] / requests,
+        totals["sql"] * per,
+        totals["sql_calls"] / requests,
+    )
+
+
+# -- the admin user list ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ListUsersTiming:
+    """``models.list_users`` run alone, in this process: its time, its statements' plans."""
+
+    total_ms: list[float]
+    count_ms: list[float]  # its SELECT COUNT(*)
+    rows_ms: list[float]  # its page SELECT
+    plan: list[tuple[str, dict[str, Any]]]  # (statement, ANALYZE/EXPLAIN row)
+    statements: list[str]
+
+
+@dataclass(frozen=True)
+class AdminPage:
+    label: str
+    listed: int  # the total the page shows ("N users")
+    http_ms: list[float]
+    sql: ListUsersTiming
+
+
+def admin_pages(total_users: int) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, query string, ``UserQuery`` fields the view builds from it)."""
+    from apps.accounts.admin import PER_PAGE
+
+    last = max(1, math.ceil(total_users / PER_PAGE))
+    return [
+        (f"search `q={SEARCH}`", f"?q={SEARCH}", {"search": SEARCH}),
+        ("filter `active=no`", "?active=no", {"active": False}),
+        ("first page", "", {}),
+        (f"last page `page={last}`", f"?page={last}", {"page": last}),
+    ]
+
+
+def time_http(port: int, path: str, sid: str, samples: int) -> tuple[list[float], bytes]:
+    """``samples`` sequential GETs on one keep-alive connection (after one unmeasured)."""
+    headers = {"Cookie": f"{COOKIE}={sid}"}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    times: list[float] = []
+    try:
+        body = b""
+        for i in range(samples + 1):
+            started = time.perf_counter()
+            response = request(port, "GET", path, headers, conn=conn)
+            elapsed = (time.perf_counter() - started) * 1000
+            if response.status != 200:
+                raise RuntimeError(f"GET {path} as admin: {response.status}")
+            body = response.body
+            if i:
+                times.append(elapsed)
+        return times, body
+    finally:
+        conn.close()
+
+
+def _in_ms(into: list[float]) -> Callable[[float], None]:
+    return lambda seconds: into.append(seconds * 1000)
+
+
+def time_list_users(
+    app: Flask, fields: dict[str, Any], samples: int, mariadb: bool
+) -> ListUsersTiming:
+    """``samples`` timed calls of ``list_users``, its statements, and their query plans."""
+    from apps.accounts.admin import PER_PAGE
+    from apps.accounts.models import UserQuery, list_users
+    from project.extensions import db
+
+    query = UserQuery(per_page=PER_PAGE, **fields)  # sort and direction: the view's defaults
+    with app.app_context():
+        with (
+            mock.patch.object(db, "fetch_value", wraps=db.fetch_value) as count_spy,
+            mock.patch.object(db, "fetch_all", wraps=db.fetch_all) as rows_spy,
+        ):
+            list_users(query)
+        statements = [
+            ("COUNT", *count_spy.call_args.args),
+            ("rows", *rows_spy.call_args.args),
+        ]
+        times: list[float] = []
+        count_ms: list[float] = []
+        rows_ms: list[float] = []
+        with (
+            mock.patch.object(db, "fetch_value", _timed(db.fetch_value, _in_ms(count_ms))),
+            mock.patch.object(db, "fetch_all", _timed(db.fetch_all, _in_ms(rows_ms))),
+        ):
+            for _ in range(samples):
+                started = time.perf_counter()
+                list_users(query)
+                times.append((time.perf_counter() - started) * 1000)
+        plan = []
+        for label, sql, params in statements:
+            keyword = "ANALYZE" if mariadb else "EXPLAIN"
+            for row in db.fetch_all(f"{keyword} {sql}", params):
+                plan.append((label, row))
+    return ListUsersTiming(times, count_ms, rows_ms, plan, [sql for _, sql, _ in statements])
+
+
+def measure_admin_pages(
+    app: Flask, port: int, sid: str, total_users: int, samples: int, mariadb: bool
+) -> list[AdminPage]:
+    pages = []
+    for label, query_string, fields in admin_pages(total_users):
+        log(f"admin user list, {label}: {samples} requests")
+        http_ms, body = time_http(port, USER_LIST + query_string, sid, samples)
+        shown = re.search(rb"(\d+) users?</p>", body)
+        listed = int(shown.group(1)) if shown else -1
+        sql = time_list_users(app, fields, samples, mariadb)
+        pages.append(AdminPage(label, listed, http_ms, sql))
+    return pages
+
+
+# -- the benchmark -------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    settings: dict[str, Any]
+    pool_size: int
+    tool: str
+    server_version: str
+    redis_version: str
+    rounds: dict[str, list[LoadResult]] = field(default_factory=dict)  # page -> one per round
+    load_average: float = 0.0  # 1-minute load before the throughput runs: others' work
+    login_sessions: int = 0  # Redis session keys the login-page runs left
+    login_requests: int = 0  # requests the login-page runs were answered (warm-up included)
+    session_key_bytes: int | None = None
+    session_key_ttl: int | None = None
+    breakdowns: list[Breakdown] | None = None
+    users: int = 0
+    insert_seconds: float = 0.0
+    admin: list[AdminPage] | None = None
+
+
+def server_env(
+    args: argparse.Namespace, database_url: str, prefix: str, port: int
+) -> dict[str, str]:
+    """Production settings with a random key, on the bench database, Redis and key prefix."""
+    base = dict(os.environ)
+    base.update(
+        APP_ENV="production",
+        SECRET_KEY=secrets.token_urlsafe(48),
+        DATABASE_URL=database_url,
+        REDIS_URL=args.redis_url,
+        REDIS_KEY_PREFIX=prefix,
+    )
+    return gunicorn_env(base, port, args.workers, args.threads)
+
+
+def measure_throughput(
+    args: argparse.Namespace,
+    loader: LoadGenerator,
+    port: int,
+    name: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+) -> tuple[LoadResult, int]:
+    """Warm-up and measured run; also how many requests the warm-up served."""
+    warmed = 0
+    if args.warmup:
+        log(f"{name}: warm-up {args.warmup} s at {args.connections} connections")
+        warmed = loader.load(port, path, args.warmup, headers).requests
+    return loader.measure(name, port, path, 0, args.duration, headers), warmed
+
+
+def run(args: argparse.Namespace, wrk: str | None) -> Report:
+    """Set everything up, measure, tear everything down; the figures."""
+    password = secrets.token_urlsafe(16)
+    member = Account("benchmember", password, is_admin=False)
+    admin = Account("benchadmin", password, is_admin=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench_accounts_") as tmp,
+        redis_prefix(args.redis_url) as (client, prefix),
+        bench_database(args.mysql_url, "bench_accounts_") as database,
+    ):
+        tmpdir = Path(tmp)
+        port = free_port()
+        env = server_env(args, database.app_url, prefix, port)
+        try:
+            app = create_app(environ=env)
+        except ConfigurationError as exc:
+            raise RuntimeError(f"settings: {exc}") from None
+        try:
+            log(f"migrated {database.name}: {', '.join(migrate(app))}")
+            create_accounts(app, [member, admin])
+            loader = LoadGenerator(wrk, tmpdir, args.connections)
+            report = Report(
+                settings=gunicorn_settings(env),
+                pool_size=app.config["DB_POOL_SIZE"],
+                tool=loader.tool,
+                server_version=database.server_version,
+                redis_version=str(client.info("server").get("redis_version", "?")),
+            )
+            report.load_average = os.getloadavg()[0]
+            hello_port = free_port()
+            hello_env = {**env, "GUNICORN_BIND": f"127.0.0.1:{hello_port}"}
+
+            with gunicorn_server(OURS, env, port, tmpdir / "ours.log", "/healthz"):
+                member_sid = log_in(port, member, PROFILE)
+                admin_sid = log_in(port, admin, USER_LIST)
+                cookie = {"Cookie": f"{COOKIE}={member_sid}"}
+                before = len(prefixed_keys(client, prefix, "session:"))
+                pages = [
+                    ("hello", hello_port, "/", None),
+                    ("login", port, LOGIN, None),
+                    ("profile", port, PROFILE, cookie),
+                ]
+                # Both servers stay up, the pages take turns: each round sees the same machine.
+                with gunicorn_server(HELLO, hello_env, hello_port, tmpdir / "hello.log", "/"):
+                    for number in range(1, args.rounds + 1):
+                        for key, page_port, path, headers in pages:
+                            name = f"{key} (round {number}/{args.rounds})"
+                            result, warmed = measure_throughput(
+                                args, loader, page_port, name, path, headers
+                            )
+                            report.rounds.setdefault(key, []).append(result)
+                            if key == "login":
+                                report.login_requests += warmed + result.requests
+                keys = prefixed_keys(client, prefix, "session:")
+                report.login_sessions = len(keys) - before
+                logged_in = (member_sid.encode(), admin_sid.encode())
+                anonymous = [k for k in keys if not k.endswith(logged_in)]
+                if anonymous:
+                    report.session_key_bytes = client.memory_usage(anonymous[0])
+                    report.session_key_ttl = int(client.ttl(anonymous[0]))
+                if args.breakdown:
+                    log(f"time breakdown: {args.breakdown} requests per page, in-process")
+                    report.breakdowns = [
+                        breakdown("hello: `GET /`", hello_app.app, "/", args.breakdown),
+                        breakdown(f"ours: `GET {LOGIN}`", app, LOGIN, args.breakdown),
+                        breakdown(f"ours: `GET {PROFILE}`", app, PROFILE, args.breakdown, cookie),
+                    ]
+
+                if args.users:
+                    log(f"inserting {args.users:,} users")
+                    report.users = args.users
+                    report.insert_seconds = insert_users(app, database, args.users)
+                    log(f"inserted {args.users:,} users in {report.insert_seconds:.1f} s")
+                    report.admin = measure_admin_pages(
+                        app,
+                        port,
+                        admin_sid,
+                        args.users + 2,
+                        args.samples,
+                        "mariadb" in database.server_version.lower(),
+                    )
+        finally:
+            app.extensions["db"].close()  # the pool's connections, before DROP DATABASE
+    return report
+
+
+PAGE_LABELS = {
+    "hello": "hello: minimal Flask app, `GET /`",
+    "login": f"ours: `GET {LOGIN}`, anonymous (new Redis session each)",
+    "profile": f"ours: `GET {PROFILE}`, logged in",
+}
+
+
+def ratios(report: Report, page: str) -> str:
+    """ours/hello per round (each against the hello run of the same round), and the median."""
+    values = [
+        ours.rps / hello.rps
+        for ours, hello in zip(report.rounds[page], report.rounds["hello"], strict=True)
+        if hello.rps
+    ]
+    if not values:
+        return "n/a (hello served nothing)"
+    text = f"**{statistics.median(values):.2f}x**"
+    if len(values) > 1:
+        text += f" (median; rounds: {', '.join(f'{v:.2f}x' for v in values)})"
+    return text
+
+
+def format_report(report: Report, args: argparse.Namespace) -> str:
+    rows = []
+    for page, label in PAGE_LABELS.items():
+        for number, result in enumerate(report.rounds[page], start=1):
+            suffix = f" (round {number})" if args.rounds > 1 else ""
+            rows.append((label + suffix, result))
+    lines = [
+        f"{describe_gunicorn(report.settings)} for both apps, APP_ENV=production, "
+        f"DB_POOL_SIZE={report.pool_size}; load: {report.tool}, {args.connections} connections, "
+        f"{args.duration} s per page after {args.warmup} s warm-up, {args.rounds} round(s) "
+        f"taking turns; server {report.server_version}, Redis {report.redis_version}; "
+        f"{os.cpu_count()} cores, 1-minute load average {report.load_average:.1f} before the runs",
+        "",
+        *results_table(rows),
+        "",
+        f"ratio ours/hello (req/s): login page {ratios(report, 'login')}, "
+        f"profile page {ratios(report, 'profile')}",
+        "",
+        f"The login-page runs (warm-ups included) were answered {report.login_requests:,} times "
+        f"and left {report.login_sessions:,} new session keys in Redis (one per anonymous "
+        "request; requests still in flight when wrk stops are answered but not counted); "
+        f"each key is {report.session_key_bytes or 0:,} bytes (MEMORY USAGE) with a TTL of "
+        f"{report.session_key_ttl or 0:,} s.",
+        *load_notes(report.tool, [r for _, r in rows]),
+    ]
+    if report.breakdowns:
+        lines += format_breakdowns(report.breakdowns, args)
+    if report.admin is not None:
+        lines += format_admin(report, args)
+    return "\n".join(lines)
+
+
+def format_breakdowns(breakdowns: list[Breakdown], args: argparse.Namespace) -> list[str]:
+    lines = [
+        "",
+        f"Where the time goes: {args.breakdown} requests per page in one thread of the "
+        "benchmark process (Flask test client: no HTTP, no gunicorn, no concurrency), "
+        "ms per request; Redis and SQL are round trips, waited for, not CPU of this process",
+        "",
+        "| page | total | CPU | templates | Redis (calls) | SQL (statements) | rest |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for b in breakdowns:
+        rest = b.wall_ms - b.render_ms - b.redis_ms - b.sql_ms
+        lines.append(
+            f"| {b.label} | {b.wall_ms:.2f} | {b.cpu_ms:.2f} | {b.render_ms:.2f} "
+            f"| {b.redis_ms:.2f} ({b.redis_calls:g}) | {b.sql_ms:.2f} ({b.sql_calls:g}) "
+            f"| {rest:.2f} |"
+        )
+    return lines
+
+
+def format_admin(report: Report, args: argparse.Namespace) -> list[str]:
+    assert report.admin is not None
+    lines = [
+        "",
+        f"Admin user list, `{USER_LIST}`: {report.users:,} users inserted "
+        f"({report.insert_seconds:.1f} s) plus the 2 benchmark accounts; median "
+        f"(min-max) of {args.samples} sequential requests through gunicorn, and of "
+        "`models.list_users()` alone (in the benchmark process) with the medians of its "
+        "two statements",
+        "",
+        "| page | users matched | through gunicorn, ms | `list_users()`, ms | COUNT ms "
+        "| page SELECT ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+
+    def spread(values: list[float]) -> str:
+        low, high = fmt_ms(min(values)), fmt_ms(max(values))
+        return f"{fmt_ms(statistics.median(values))} ({low}-{high})"
+
+    for page in report.admin:
+        sql = page.sql
+        lines.append(
+            f"| {page.label} | {page.listed:,} | {spread(page.http_ms)} | {spread(sql.total_ms)} "
+            f"| {fmt_ms(statistics.median(sql.count_ms))} "
+            f"| {fmt_ms(statistics.median(sql.rows_ms))} |"
+        )
+    lines += [
+        "",
+        "Query plans (MariaDB `ANALYZE`: EXPLAIN plus r_rows, the rows really read; "
+        "plain EXPLAIN, without r_rows, on MySQL):",
+        "",
+        "| page | statement | " + " | ".join(EXPLAIN_COLUMNS) + " |",
+        "| --- | --- |" + " --- |" * len(EXPLAIN_COLUMNS),
+    ]
+    for page in report.admin:
+        for statement, row in page.sql.plan:
+            cells = [str(row.get(c, "")) if row.get(c) is not None else "" for c in EXPLAIN_COLUMNS]
+            lines.append(f"| {page.label} | {statement} | " + " | ".join(cells) + " |")
+    lines += ["", "Statements (search, as `list_users` runs them):", "", "```sql"]
+    lines += report.admin[0].sql.statements
+    lines.append("```")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    def body() -> int:
+        report = run(args, choose_wrk(args))
+        print(format_report(report, args))
+        results = [r for runs in report.rounds.values() for r in runs]
+        return 1 if any(r.errors for r in results) else 0
+
+    return run_main(
+        "accounts", body, (redis.RedisError, DatabaseError, MigrationError, ConfigurationError)
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
