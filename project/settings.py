@@ -24,7 +24,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 #: The feature apps, in the order their blueprints, commands and migrations
 #: are registered. An app is switched on by listing it here.
-INSTALLED_APPS: tuple[str, ...] = ("apps.accounts", "apps.realtime")
+INSTALLED_APPS: tuple[str, ...] = ("apps.accounts", "apps.realtime", "apps.transfer")
 
 ENVIRONMENTS = ("development", "test", "production")
 
@@ -103,6 +103,19 @@ class Config:
     CHAT_RATE_LIMIT = "20 per 10 seconds"  # messages per user
     CHAT_HISTORY = 50  # messages sent on join, and per "load older"
     PRESENCE_TTL = 30  # seconds: a dead worker's users drop off the online list after this
+
+    # Transfers (apps/transfer). Sizes in bytes; an unfinished upload expires
+    # TRANSFER_UPLOAD_EXPIRY seconds after its last byte arrived.
+    TRANSFER_MAX_FILE_SIZE = 50 * 1024**3
+    TRANSFER_USER_QUOTA = 200 * 1024**3  # finished files and unfinished uploads together
+    TRANSFER_UPLOAD_EXPIRY = 24 * 3600
+    TRANSFER_SHARE_MAX_DAYS = 30
+    TRANSFER_SERVER_HOST = "127.0.0.1"  # manage.py transfer-server, and the CLI's default
+    TRANSFER_SERVER_PORT = 9000
+    TRANSFER_SERVER_MAX_CLIENTS = 64
+    TRANSFER_SERVER_TIMEOUT = 60.0  # seconds a connection may stay silent, mid-file or not
+    TRANSFER_TLS_CERT = ""  # PEM files; both set = the TCP server speaks only TLS
+    TRANSFER_TLS_KEY = ""
 
     HSTS_SECONDS = 0
     TRUSTED_PROXIES = 0  # reverse proxies in front whose X-Forwarded-* headers are trusted
@@ -315,4 +328,14 @@ _VARIABLES = {
     "ARGON2_MEMORY_KIB": _int,
     "ARGON2_PARALLELISM": _int,
     "RESET_LIMIT": _str,
+    "TRANSFER_MAX_FILE_SIZE": _int,
+    "TRANSFER_USER_QUOTA": _int,
+    "TRANSFER_UPLOAD_EXPIRY": _int,
+    "TRANSFER_SHARE_MAX_DAYS": _int,
+    "TRANSFER_SERVER_HOST": _str,
+    "TRANSFER_SERVER_PORT": _int,
+    "TRANSFER_SERVER_MAX_CLIENTS": _int,
+    "TRANSFER_SERVER_TIMEOUT": _seconds,
+    "TRANSFER_TLS_CERT": _str,
+    "TRANSFER_TLS_KEY": _str,
 }

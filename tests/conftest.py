@@ -118,7 +118,10 @@ def redis_client() -> Iterator[redis.Redis]:
 @pytest.fixture(params=["embedded", "services"])
 def stack(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
     """Settings overrides for one stack: SQLite + files, or MariaDB + Redis."""
-    overrides: dict[str, Any] = {"INSTANCE_PATH": str(tmp_path / "instance")}
+    overrides: dict[str, Any] = {
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "MEDIA_ROOT": str(tmp_path / "media"),
+    }
     if request.param == "embedded":
         overrides["DATABASE_URL"] = f"sqlite:///{tmp_path / 'app.db'}"
         overrides["REDIS_URL"] = None

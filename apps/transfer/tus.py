@@ -1,0 +1,316 @@
+"""tus 1.0.0 server at ``/api/transfer/uploads``: resumable, checksummed uploads.
+
+Extensions: creation, creation-with-upload, checksum (sha1, sha256, md5),
+termination, expiration (https://tus.io/protocols/resumable-upload). Bodies
+stream to disk through :func:`apps.transfer.storage.receive` in 1 MiB blocks;
+nothing about an upload lives in a worker's memory, so any worker can take
+its next PATCH.
+
+Authentication is the app's: the session cookie (with the CSRF token in an
+``X-CSRFToken`` header, as for any state-changing request) or an API key in
+``Authorization: Bearer``. Someone else's upload is a 404, as if it did not exist.
+
+Besides the standard metadata keys ``filename`` and ``filetype``, a client may
+declare the whole file's ``sha256`` (hex) in ``Upload-Metadata``: the upload
+then becomes a file only if the bytes match it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable
+from email.utils import format_datetime
+from typing import Any
+
+from flask import Response, current_app, g, jsonify, request, url_for
+from werkzeug.exceptions import HTTPException
+
+from apps.transfer import api_bp, models, storage
+from apps.transfer.models import TransferFile
+from apps.transfer.names import clean_filename
+from project.auth import login_required
+
+TUS_VERSION = "1.0.0"
+EXTENSIONS = "creation,creation-with-upload,checksum,termination,expiration"
+OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
+MAX_METADATA_LENGTH = 4096
+_METADATA_KEY = re.compile(r"^[\x21-\x2b\x2d-\x7e]+$")  # printable ASCII, no comma or space
+_HEX_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_INTEGER = re.compile(r"^[0-9]{1,20}$")
+
+
+class TusError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+@api_bp.errorhandler(TusError)
+def _tus_error(exc: TusError) -> Response:
+    return _error(exc.status, exc.message, exc.headers)
+
+
+@api_bp.errorhandler(storage.TransferError)
+def _transfer_error(exc: storage.TransferError) -> Response:
+    headers = {}
+    if isinstance(exc, storage.OffsetMismatch):
+        headers["Upload-Offset"] = str(exc.expected)
+    return _error(exc.status, exc.message, headers)
+
+
+@api_bp.errorhandler(models.QuotaExceeded)
+def _quota_error(exc: models.QuotaExceeded) -> Response:
+    return _error(413, str(exc))
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    names = {460: "Checksum Mismatch", 423: "Locked", 507: "Insufficient Storage"}
+    name = names.get(status) or _reason(status)
+    response = jsonify(error=name, status=status, message=message)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def _reason(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+@api_bp.before_request
+def _require_tus_version() -> Response | None:
+    if request.method == "OPTIONS":
+        return None
+    if request.headers.get("Tus-Resumable") != TUS_VERSION:
+        return _error(
+            412,
+            f"send Tus-Resumable: {TUS_VERSION}; it is the only version spoken here",
+            {"Tus-Version": TUS_VERSION},
+        )
+    return None
+
+
+@api_bp.after_request
+def _tus_headers(response: Response) -> Response:
+    response.headers["Tus-Resumable"] = TUS_VERSION
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def _capabilities() -> dict[str, str]:
+    return {
+        "Tus-Version": TUS_VERSION,
+        "Tus-Extension": EXTENSIONS,
+        "Tus-Max-Size": str(current_app.config["TRANSFER_MAX_FILE_SIZE"]),
+        "Tus-Checksum-Algorithm": ",".join(storage.CHECKSUM_ALGORITHMS),
+    }
+
+
+@api_bp.route("/uploads", methods=["OPTIONS"], provide_automatic_options=False)
+@api_bp.route("/uploads/<upload_id>", methods=["OPTIONS"], provide_automatic_options=False)
+def options(upload_id: str | None = None) -> Response:
+    return Response(status=204, headers=_capabilities())
+
+
+# -- request parsing -------------------------------------------------------------
+
+
+def _integer_header(name: str, required: bool = True) -> int | None:
+    value = request.headers.get(name)
+    if value is None:
+        if required:
+            raise TusError(400, f"the {name} header is required")
+        return None
+    if not _INTEGER.match(value.strip()):
+        raise TusError(400, f"{name} must be a non-negative whole number, not {value!r}")
+    return int(value)
+
+
+def parse_metadata(header: str) -> dict[str, str]:
+    """``key base64,key2 base64`` as the spec writes it; values must be UTF-8."""
+    if len(header) > MAX_METADATA_LENGTH:
+        raise TusError(400, f"Upload-Metadata is longer than {MAX_METADATA_LENGTH} characters")
+    metadata: dict[str, str] = {}
+    for pair in filter(None, (p.strip() for p in header.split(","))):
+        key, _, value = pair.partition(" ")
+        if not _METADATA_KEY.match(key) or key in metadata:
+            raise TusError(400, f"Upload-Metadata has a bad or repeated key: {key[:50]!r}")
+        try:
+            metadata[key] = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise TusError(
+                400, f"Upload-Metadata: the value of {key!r} is not base64 UTF-8"
+            ) from None
+    return metadata
+
+
+def _checksum() -> tuple[str, bytes] | None:
+    header = request.headers.get("Upload-Checksum")
+    if header is None:
+        return None
+    algorithm, _, encoded = header.strip().partition(" ")
+    if algorithm not in storage.CHECKSUM_ALGORITHMS:
+        raise TusError(
+            400,
+            f"Upload-Checksum algorithm {algorithm!r} is not one of"
+            f" {', '.join(storage.CHECKSUM_ALGORITHMS)}",
+        )
+    try:
+        return algorithm, base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        raise TusError(400, "Upload-Checksum's digest is not base64") from None
+
+
+def _body_reader() -> Callable[[memoryview], int]:
+    """``readinto`` over the request body, however the server hands it to us.
+
+    The size limit is enforced by :func:`storage.receive` (one byte past the
+    upload's length is refused), so Flask's ``MAX_CONTENT_LENGTH`` is lifted here.
+    """
+    request.max_content_length = None
+    stream: Any = request.stream
+    if hasattr(stream, "readinto"):
+        return stream.readinto  # type: ignore[no-any-return]
+
+    def readinto(view: memoryview) -> int:
+        data = stream.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    return readinto
+
+
+def _receive_body(upload: TransferFile, offset: int) -> TransferFile:
+    if request.mimetype != OFFSET_CONTENT_TYPE:
+        raise TusError(415, f"a chunk's Content-Type must be {OFFSET_CONTENT_TYPE}")
+    length = request.content_length
+    if length is not None and offset + length > upload.size:
+        raise TusError(
+            413, f"{length} bytes at offset {offset} run past the upload's length ({upload.size})"
+        )
+    checksum = _checksum()
+    try:
+        return storage.receive(upload, offset, _body_reader(), checksum=checksum)
+    except (OSError, HTTPException, ValueError) as exc:
+        if isinstance(exc, storage.TransferError):
+            raise
+        # The client went away mid-chunk; what arrived is kept (unless a checksum
+        # made it unverifiable) and HEAD tells the client where to resume.
+        current_app.logger.info("upload %s interrupted: %s", upload.id, exc)
+        current = models.get(upload.id)
+        raise TusError(400, "the request body ended early", _offset_headers(current)) from exc
+
+
+def _own_upload(upload_id: str) -> TransferFile:
+    upload = models.get(upload_id, owner_id=g.user.id) if len(upload_id) == 32 else None
+    if upload is None:
+        raise TusError(404, "no such upload")
+    if upload.expired():
+        raise TusError(410, "this upload has expired; start again")
+    return upload
+
+
+def _offset_headers(upload: TransferFile | None) -> dict[str, str]:
+    if upload is None:
+        return {}
+    headers = {"Upload-Offset": str(upload.received)}
+    if upload.expires_at is not None and not upload.complete:
+        headers["Upload-Expires"] = format_datetime(_aware(upload.expires_at), usegmt=True)
+    return headers
+
+
+def _aware(value: Any) -> Any:
+    from datetime import UTC
+
+    return value.replace(tzinfo=UTC)
+
+
+# -- the protocol ------------------------------------------------------------------
+
+
+@api_bp.post("/uploads")
+@login_required
+def create() -> Response:
+    """Creation (and creation-with-upload when the request has a body)."""
+    if "Upload-Defer-Length" in request.headers:
+        raise TusError(400, "Upload-Defer-Length is not supported: send Upload-Length")
+    size = _integer_header("Upload-Length")
+    assert size is not None
+    metadata_header = request.headers.get("Upload-Metadata", "")
+    metadata = parse_metadata(metadata_header)
+    expected = metadata.get("sha256", "").lower() or None
+    if expected is not None and not _HEX_SHA256.match(expected):
+        raise TusError(400, "the sha256 metadata must be 64 hex digits")
+    upload = storage.start_upload(
+        g.user.id,
+        filename=clean_filename(metadata.get("filename") or metadata.get("name") or ""),
+        size=size,
+        content_type=_content_type(metadata.get("filetype") or metadata.get("type")),
+        metadata=metadata_header,
+        expected_sha256=expected,
+    )
+    location = url_for(".upload", upload_id=upload.id, _external=True)
+    if (request.content_length or request.headers.get("Transfer-Encoding")) and size:
+        try:
+            upload = _receive_body(upload, 0)
+        except (TusError, storage.TransferError) as exc:
+            # The upload exists even though its first chunk was refused: say where.
+            exc_headers = getattr(exc, "headers", None)
+            if isinstance(exc_headers, dict):
+                exc_headers["Location"] = location
+            raise
+    elif size == 0:
+        upload = storage.receive(upload, 0, lambda view: 0)
+    response = Response(status=201, headers={"Location": location, **_offset_headers(upload)})
+    return response
+
+
+def _content_type(value: str | None) -> str:
+    value = (value or "").strip()
+    if re.match(r"^[\w.+-]+/[\w.+-]+$", value) and len(value) <= 255:
+        return value.lower()
+    return "application/octet-stream"
+
+
+@api_bp.get("/uploads/<upload_id>")
+@login_required
+def upload(upload_id: str) -> Response:
+    """Where an upload stands (HEAD; GET answers the same headers, with no body)."""
+    found = _own_upload(upload_id)
+    headers = {"Upload-Length": str(found.size), **_offset_headers(found)}
+    if found.metadata:
+        headers["Upload-Metadata"] = found.metadata
+    return Response(status=200, headers=headers)
+
+
+@api_bp.patch("/uploads/<upload_id>")
+@login_required
+def patch(upload_id: str) -> Response:
+    found = _own_upload(upload_id)
+    offset = _integer_header("Upload-Offset")
+    assert offset is not None
+    if found.complete or found.received != offset:
+        raise TusError(
+            409,
+            f"the upload is at offset {found.received}, not {offset}",
+            {"Upload-Offset": str(found.received)},
+        )
+    updated = _receive_body(found, offset)
+    return Response(status=204, headers=_offset_headers(updated))
+
+
+@api_bp.delete("/uploads/<upload_id>")
+@login_required
+def terminate(upload_id: str) -> Response:
+    """Termination: the upload (or the file it became) and its bytes are deleted."""
+    found = models.get(upload_id, owner_id=g.user.id) if len(upload_id) == 32 else None
+    if found is None:
+        raise TusError(404, "no such upload")
+    storage.remove(found)
+    return Response(status=204)

@@ -1,0 +1,201 @@
+"""Pages (my files, one file and its share links) and downloads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
+
+from flask import (
+    Response,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from werkzeug.exceptions import RequestedRangeNotSatisfiable
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from apps.transfer import bp, models, storage
+from apps.transfer.forms import ShareForm
+from apps.transfer.models import TransferFile
+from apps.transfer.names import content_disposition
+from apps.transfer.tus import TUS_VERSION
+from project.auth import login_required
+from project.forms import Form
+
+DOWNLOAD_CSP = "sandbox; default-src 'none'"
+
+
+@bp.get("/")
+@login_required
+def index() -> str:
+    files = models.list_for(g.user.id)
+    return render_template(
+        "transfer/index.html",
+        files=files,
+        used=models.usage(g.user.id),
+        quota=current_app.config["TRANSFER_USER_QUOTA"],
+        max_size=current_app.config["TRANSFER_MAX_FILE_SIZE"],
+        tus_endpoint=url_for("transfer_api.create"),
+        tus_version=TUS_VERSION,
+        form=Form(),
+    )
+
+
+def _own_file(file_id: str) -> TransferFile:
+    found = models.get(file_id, owner_id=g.user.id) if len(file_id) == 32 else None
+    if found is None:
+        abort(404)
+    return found
+
+
+@bp.route("/files/<file_id>", methods=["GET", "POST"])
+@login_required
+def detail(file_id: str) -> str | WerkzeugResponse:
+    """One file: its checksum, its share links, and a form to make one."""
+    file = _own_file(file_id)
+    form = ShareForm()
+    new_link = None
+    if file.complete and form.validate_on_submit():
+        share, token = models.create_share(file.id, form.days.data)
+        new_link = url_for("transfer.download", file_id=file.id, share=token, _external=True)
+        flash("Share link created. Copy it now: it is shown only once.", "success")
+    return render_template(
+        "transfer/detail.html",
+        file=file,
+        shares=models.list_shares(file.id),
+        form=form,
+        new_link=new_link,
+        revoke_form=Form(),
+    )
+
+
+@bp.post("/files/<file_id>/shares/<int:share_id>/revoke")
+@login_required
+def revoke_share(file_id: str, share_id: int) -> WerkzeugResponse:
+    file = _own_file(file_id)
+    if Form().validate_on_submit() and models.revoke_share(share_id, file.id):
+        flash("The link no longer works.", "success")
+    return redirect(url_for("transfer.detail", file_id=file.id))
+
+
+@bp.post("/files/<file_id>/delete")
+@login_required
+def delete(file_id: str) -> WerkzeugResponse:
+    file = _own_file(file_id)
+    if Form().validate_on_submit():
+        storage.remove(file)
+        flash(f"Deleted {file.filename}.", "success")
+    return redirect(url_for("transfer.index"))
+
+
+# -- downloads -----------------------------------------------------------------------
+
+
+def _downloadable(file_id: str) -> TransferFile:
+    """The file, if this request may have it: its owner, or a live share link."""
+    file = models.get(file_id) if len(file_id) == 32 else None
+    if file is None or not file.complete:
+        abort(404)
+    token = request.args.get("share")
+    if token is not None:
+        if not models.share_allows(file.id, token):
+            abort(404, "This link has expired or was revoked.")
+        return file
+    if g.user is None:
+        abort(login_required(lambda: None)())  # the login page, coming back here after
+    if g.user.id != file.owner_id:
+        abort(404)
+    return file
+
+
+@bp.get("/files/<file_id>/download")
+def download(file_id: str) -> WerkzeugResponse:
+    """The file, whole or in one range, sent with ``sendfile`` under gunicorn.
+
+    werkzeug does the HTTP: ETag (the content's SHA-256, so it is strong),
+    Last-Modified, 304, If-Range, one range per request and 416; a request for
+    several ranges gets the whole file, as RFC 9110 allows. Only the body is ours:
+    werkzeug would wrap a 206 in an 8 KiB block iterator, so a resumed download
+    would be the slow one; instead the file is positioned at the range's start
+    and handed to the server's ``wsgi.file_wrapper`` too.
+    """
+    file = _downloadable(file_id)
+    try:
+        handle = storage.open_file(file)
+    except FileNotFoundError:
+        current_app.logger.error("file %s is in the database but not on disk", file.id)
+        abort(404)
+    response = Response(
+        _file_body(handle, file.size),
+        mimetype=file.content_type,
+        direct_passthrough=True,
+    )
+    response.call_on_close(handle.close)
+    response.content_length = file.size
+    response.set_etag(file.sha256 or file.id)
+    response.last_modified = file.completed_at
+    response.cache_control.private = True
+    response.cache_control.no_cache = True  # revalidate: a share link may be revoked
+    response.headers["Content-Disposition"] = content_disposition(file.filename, file.id)
+    response.headers["Content-Security-Policy"] = DOWNLOAD_CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    environ = request.environ
+    if request.range is not None and len(request.range.ranges) > 1:
+        # werkzeug answers 416 to several ranges; RFC 9110 lets a server ignore
+        # Range instead, which every client handles: send the whole file.
+        environ = {k: v for k, v in environ.items() if k != "HTTP_RANGE"}
+    try:
+        response.make_conditional(environ, accept_ranges=True, complete_length=file.size)
+    except RequestedRangeNotSatisfiable:
+        handle.close()
+        raise
+    if response.status_code == 206 and response.content_range is not None:
+        start, stop = response.content_range.start, response.content_range.stop
+        assert start is not None and stop is not None
+        handle.seek(start)
+        response.response = _file_body(handle, stop - start)
+    elif response.status_code == 304 or request.method == "HEAD":
+        handle.close()
+    return response
+
+
+def _file_body(handle: BinaryIO, length: int) -> Iterable[bytes]:
+    """*length* bytes from the handle's position: zero-copy where the server can.
+
+    gunicorn's ``wsgi.file_wrapper`` sends with ``sendfile(2)`` from the file's
+    current position for exactly the response's Content-Length, so it serves a
+    range as well as a whole file. Other servers' wrappers (werkzeug's) would
+    read to the end of the file, so they get a bounded reader instead.
+    """
+    environ = request.environ
+    if environ.get("SERVER_SOFTWARE", "").startswith("gunicorn/"):
+        return environ["wsgi.file_wrapper"](handle, storage.BLOCK_SIZE)  # type: ignore[no-any-return]
+    return _FileRange(handle, length)
+
+
+class _FileRange:
+    """*length* bytes from a file's current position, in blocks; closing it closes the file.
+
+    A WSGI server calls ``close()`` on the body when it is done with it, sent or
+    not; werkzeug does not attach the response's own close to a passthrough body.
+    """
+
+    def __init__(self, handle: BinaryIO, length: int) -> None:
+        self.handle, self.length = handle, length
+
+    def __iter__(self) -> Iterator[bytes]:
+        left = self.length
+        while left > 0:
+            block = self.handle.read(min(storage.BLOCK_SIZE, left))
+            if not block:
+                return
+            left -= len(block)
+            yield block
+
+    def close(self) -> None:
+        self.handle.close()
