@@ -26,8 +26,9 @@ def clean_filename(name: str) -> str:
     """
     name = unicodedata.normalize("NFC", name)
     name = re.split(r"[/\\]", name)[-1]
+    name = "".join(" " if ch.isspace() else ch for ch in name)  # tabs, newlines
     name = "".join(ch for ch in name if unicodedata.category(ch) not in {"Cc", "Cf", "Cs", "Co"})
-    name = " ".join(name.split())  # tabs and runs of spaces become one space
+    name = " ".join(name.split())
     name = name.strip(" .") or "unnamed"  # "..", trailing dots (Windows drops them)
     encoded = name.encode()
     if len(encoded) > MAX_NAME_BYTES:

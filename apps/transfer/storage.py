@@ -409,6 +409,24 @@ def _finish(upload: TransferFile, sha256: str) -> None:
     models.mark_complete(upload.id, sha256)
 
 
+def settle(upload: TransferFile) -> TransferFile:
+    """Finish an upload whose verified file was moved into place just before a crash.
+
+    :func:`_finish` renames first and records second; a crash in between leaves
+    a row with every byte received, no partial file and the file in place. The
+    rename happens only after verification, so the file is good: record it.
+    """
+    storage = get_storage()
+    final = storage.file_path(upload.id)
+    if upload.complete or upload.received != upload.size or not final.exists():
+        return upload
+    if storage.partial_path(upload.id).exists():
+        return upload
+    with open(final, "rb") as f:
+        models.mark_complete(upload.id, _hash_prefix(f.fileno(), upload.size).hexdigest())
+    return models.get(upload.id) or upload
+
+
 # -- cleaning up -------------------------------------------------------------------
 
 
@@ -427,6 +445,8 @@ def cleanup() -> CleanupReport:
     now = utcnow()
     expired = 0
     for upload in models.expired_uploads(now):
+        if settle(upload).complete:
+            continue
         try:
             with _locked(upload.id):
                 remove(upload)

@@ -176,7 +176,7 @@ def _body_reader() -> Callable[[memoryview], int]:
     request.max_content_length = None
     stream: Any = request.stream
     if hasattr(stream, "readinto"):
-        return stream.readinto  # type: ignore[no-any-return]
+        return stream.readinto
 
     def readinto(view: memoryview) -> int:
         data = stream.read(len(view))
@@ -211,6 +211,7 @@ def _own_upload(upload_id: str) -> TransferFile:
     upload = models.get(upload_id, owner_id=g.user.id) if len(upload_id) == 32 else None
     if upload is None:
         raise TusError(404, "no such upload")
+    upload = storage.settle(upload)
     if upload.expired():
         raise TusError(410, "this upload has expired; start again")
     return upload

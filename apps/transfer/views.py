@@ -96,20 +96,25 @@ def delete(file_id: str) -> WerkzeugResponse:
 # -- downloads -----------------------------------------------------------------------
 
 
-def _downloadable(file_id: str) -> TransferFile:
-    """The file, if this request may have it: its owner, or a live share link."""
+def _complete_file(file_id: str) -> TransferFile:
     file = models.get(file_id) if len(file_id) == 32 else None
     if file is None or not file.complete:
         abort(404)
-    token = request.args.get("share")
-    if token is not None:
-        if not models.share_allows(file.id, token):
-            abort(404, "This link has expired or was revoked.")
-        return file
-    if g.user is None:
-        abort(login_required(lambda: None)())  # the login page, coming back here after
+    return file
+
+
+@login_required
+def _owners_file(file_id: str) -> TransferFile:
+    file = _complete_file(file_id)
     if g.user.id != file.owner_id:
-        abort(404)
+        abort(404)  # as if it did not exist
+    return file
+
+
+def _shared_file(file_id: str, token: str) -> TransferFile:
+    file = _complete_file(file_id)
+    if not models.share_allows(file.id, token):
+        abort(404, "This link has expired or was revoked.")
     return file
 
 
@@ -124,7 +129,10 @@ def download(file_id: str) -> WerkzeugResponse:
     would be the slow one; instead the file is positioned at the range's start
     and handed to the server's ``wsgi.file_wrapper`` too.
     """
-    file = _downloadable(file_id)
+    token = request.args.get("share")
+    file = _shared_file(file_id, token) if token is not None else _owners_file(file_id)
+    if not isinstance(file, TransferFile):
+        return file  # login_required's way to the login page
     try:
         handle = storage.open_file(file)
     except FileNotFoundError:
@@ -174,7 +182,8 @@ def _file_body(handle: BinaryIO, length: int) -> Iterable[bytes]:
     """
     environ = request.environ
     if environ.get("SERVER_SOFTWARE", "").startswith("gunicorn/"):
-        return environ["wsgi.file_wrapper"](handle, storage.BLOCK_SIZE)  # type: ignore[no-any-return]
+        wrapper: Iterable[bytes] = environ["wsgi.file_wrapper"](handle, storage.BLOCK_SIZE)
+        return wrapper
     return _FileRange(handle, length)
 
 
