@@ -275,3 +275,21 @@ def test_gunicorn_sends_whole_files_and_ranges_intact(
             part = session.get(address, headers={"Range": "bytes=10-19"}, timeout=10)
             assert part.content == BIG[10:20]
         assert session.head(address, timeout=10).headers["Content-Length"] == str(len(BIG))
+
+
+def test_gunicorn_takes_a_tus_upload_across_workers(
+    gunicorn: tuple[Server, Owner, str], tmp_path: Path
+) -> None:
+    """Chunks land on whichever worker accepts them; the file still hashes right."""
+    from tusclient import client as tus_client
+
+    server, owner, _ = gunicorn
+    source = tmp_path / "up.bin"
+    source.write_bytes(BIG)
+    tus = tus_client.TusClient(server.url + "/api/transfer/uploads", headers=owner.auth)
+    with open(source, "rb") as stream:
+        uploader = tus.uploader(file_stream=stream, chunk_size=512 * 1024, upload_checksum=True)
+        uploader.upload()
+    answer = get(url(server.url, uploader.url.rsplit("/", 1)[1]), owner)
+    assert answer.headers["ETag"] == f'"{hashlib.sha256(BIG).hexdigest()}"'
+    assert answer.content == BIG
