@@ -167,13 +167,14 @@ def _checksum() -> tuple[str, bytes] | None:
         raise TusError(400, "Upload-Checksum's digest is not base64") from None
 
 
-def _body_reader() -> Callable[[memoryview], int]:
+def _body_reader(limit: int) -> Callable[[memoryview], int]:
     """``readinto`` over the request body, however the server hands it to us.
 
-    The size limit is enforced by :func:`storage.receive` (one byte past the
-    upload's length is refused), so Flask's ``MAX_CONTENT_LENGTH`` is lifted here.
+    Flask's ``MAX_CONTENT_LENGTH`` (meant for forms) is replaced by *limit*: the
+    bytes the upload still lacks, plus one, so :func:`storage.receive` can tell
+    a body that runs past ``Upload-Length`` and refuse it.
     """
-    request.max_content_length = None
+    request.max_content_length = limit
     stream: Any = request.stream
     if hasattr(stream, "readinto"):
         return stream.readinto
@@ -196,7 +197,8 @@ def _receive_body(upload: TransferFile, offset: int) -> TransferFile:
         )
     checksum = _checksum()
     try:
-        return storage.receive(upload, offset, _body_reader(), checksum=checksum)
+        reader = _body_reader(upload.size - offset + 1)
+        return storage.receive(upload, offset, reader, checksum=checksum)
     except (OSError, HTTPException, ValueError) as exc:
         if isinstance(exc, storage.TransferError):
             raise
