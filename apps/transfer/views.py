@@ -42,7 +42,6 @@ def index() -> str:
         max_size=current_app.config["TRANSFER_MAX_FILE_SIZE"],
         tus_endpoint=url_for("transfer_api.create"),
         tus_version=TUS_VERSION,
-        form=Form(),
     )
 
 
@@ -70,7 +69,6 @@ def detail(file_id: str) -> str | WerkzeugResponse:
         shares=models.list_shares(file.id),
         form=form,
         new_link=new_link,
-        revoke_form=Form(),
     )
 
 
