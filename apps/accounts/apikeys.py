@@ -124,6 +124,11 @@ def revoke_all(user_id: int) -> int:
     ).rowcount
 
 
+def mark_used(key_id: str) -> None:
+    """Record that a key just proved itself (the TCP fast path's HMAC challenge)."""
+    db.execute("UPDATE api_keys SET last_used_at = %s WHERE key_id = %s", (utcnow(), key_id))
+
+
 def authenticate(presented: str) -> User | None:
     """The active owner of a valid, unrevoked key; None for anything else."""
     match = KEY_PATTERN.match(presented.strip())

@@ -27,10 +27,9 @@ import errno
 import fcntl
 import hashlib
 import os
-import queue
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -38,14 +37,13 @@ from typing import Any, BinaryIO
 from flask import current_app
 
 from apps.transfer import models
+from apps.transfer.blocks import BLOCK_SIZE, HashingThread, Reader, fill, fsync_dir
 from apps.transfer.models import TransferFile
 from project.db import utcnow
+from project.extensions import db
 
-BLOCK_SIZE = 1 << 20  # bytes per read and write; large blocks keep syscalls and GIL hops few
 CHECKSUM_ALGORITHMS = ("sha1", "sha256", "md5")  # what tus clients may send per chunk
 _FULL_DISK = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-Reader = Callable[[memoryview], int]  # fills the view like readinto(); 0 means end of input
 
 
 class TransferError(Exception):
@@ -107,14 +105,6 @@ class Storage:
 
 def get_storage() -> Storage:
     return Storage(Path(current_app.config["MEDIA_ROOT"]) / "transfer")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- starting, finding and removing ------------------------------------------------
@@ -214,45 +204,6 @@ _hashes = _Hashes()
 _forget_hash = _hashes.forget
 
 
-class _HashingThread:
-    """Feeds full buffers to a hash on a second thread while the first receives the next.
-
-    hashlib releases the GIL on buffers over 2 KiB, so receiving and hashing
-    overlap. Buffers come from a small pool and return to it once hashed, so a
-    long transfer allocates nothing per block.
-    """
-
-    def __init__(self, hasher: Any, buffers: int = 4) -> None:
-        self.hasher = hasher
-        self.free: queue.Queue[bytearray] = queue.Queue()
-        for _ in range(buffers):
-            self.free.put(bytearray(BLOCK_SIZE))
-        self._work: queue.Queue[memoryview | None] = queue.Queue()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="transfer-hash", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while (view := self._work.get()) is not None:
-            try:
-                self.hasher.update(view)
-            except BaseException as exc:  # pragma: no cover - hashlib does not fail on bytes
-                self._error = exc
-            finally:
-                self.free.put(view.obj)  # type: ignore[arg-type]
-                view.release()
-
-    def submit(self, view: memoryview) -> None:
-        self._work.put(view)
-
-    def finish(self) -> Any:
-        self._work.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self.hasher
-
-
 def _hash_prefix(fd: int, length: int) -> Any:
     hasher = hashlib.sha256()
     buffer = bytearray(BLOCK_SIZE)
@@ -265,20 +216,6 @@ def _hash_prefix(fd: int, length: int) -> Any:
         hasher.update(view[:n])
         position += n
     return hasher
-
-
-def _fill(reader: Reader, view: memoryview) -> tuple[int, BaseException | None]:
-    """Read until *view* is full or the input ends; an error comes back with the count so far."""
-    filled = 0
-    try:
-        while filled < len(view):
-            n = reader(view[filled:])
-            if not n:
-                break
-            filled += n
-    except Exception as exc:  # the client vanished, timed out, or sent a broken body
-        return filled, exc
-    return filled, None
 
 
 @contextlib.contextmanager
@@ -331,9 +268,13 @@ def receive(
         if current.received != offset:
             raise OffsetMismatch(current.received, offset)
         os.ftruncate(fd, offset)  # a write torn by a crash leaves bytes past `received`
+        # The bytes may take hours to arrive: give the pooled database connection
+        # back meanwhile (the next query borrows one again), so stalled clients
+        # cannot starve every other request of connections.
+        db.release()
 
         hasher = _hashes.take(upload.id, offset) or _hash_prefix(fd, offset)
-        pipeline = _HashingThread(hasher)
+        pipeline = HashingThread(hasher)
         chunk_hash = hashlib.new(checksum[0]) if checksum else None
         remaining = current.size - offset
         position = offset
@@ -344,7 +285,7 @@ def receive(
                 view = memoryview(buffer)
                 # One byte more than fits tells a body that runs past Upload-Length.
                 limit = min(len(view), remaining - (position - offset) + 1)
-                filled, failure = _fill(reader, view[:limit])
+                filled, failure = fill(reader, view[:limit])
                 if position - offset + filled > remaining:
                     raise UploadTooLong(
                         f"the body runs past the upload's length of {current.size} bytes"
@@ -354,7 +295,7 @@ def receive(
                     position += filled
                     if chunk_hash is not None:
                         chunk_hash.update(view[:filled])
-                pipeline.submit(view[:filled])
+                pipeline.submit(buffer, filled)
                 if failure is not None or filled < limit:
                     break
             if failure is not None and chunk_hash is not None:
@@ -404,8 +345,8 @@ def _finish(upload: TransferFile, sha256: str) -> None:
     final = storage.file_path(upload.id)
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(storage.partial_path(upload.id), final)
-    _fsync_dir(final.parent)
-    _fsync_dir(storage.partial_path(upload.id).parent)
+    fsync_dir(final.parent)
+    fsync_dir(storage.partial_path(upload.id).parent)
     models.mark_complete(upload.id, sha256)
 
 
