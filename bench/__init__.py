@@ -9,4 +9,4 @@ MariaDB server, and their figures depend on the machine.
 from __future__ import annotations
 
 #: Benchmark modules (``bench.<name>``), in the order ``python -m bench`` runs them.
-BENCHMARKS: tuple[str, ...] = ("db_pool", "accounts", "frames")
+BENCHMARKS: tuple[str, ...] = ("db_pool", "accounts", "frames", "echo", "fanout", "transfer")

@@ -57,8 +57,9 @@ def throughput(codec: Codec, size: int, seconds: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench frames", description=__doc__)
-    parser.add_argument("--seconds", type=float, default=0.2,
-                        help="rough time per measurement (default 0.2)")
+    parser.add_argument(
+        "--seconds", type=float, default=0.2, help="rough time per measurement (default 0.2)"
+    )
     args, _ = parser.parse_known_args(argv)
     results: dict[str, dict[int, float]] = {}
     for name, codec in codecs().items():
@@ -76,11 +77,19 @@ def main(argv: list[str] | None = None) -> int:
     if cython and ws:
         print("| ratio | " + " | ".join(labels) + " |")
         print("| --- |" + " ---: |" * len(SIZES))
-        print("| Cython / websockets | "
-              + " | ".join(f"{cython[s] / ws[s]:.2f}x" for s in SIZES) + " |")
-    print("| pure Python / seed loop | " + " | ".join(f"{python[s] / seed[s]:.1f}x" for s in SIZES)
-          + " |")
+        print(
+            "| Cython / websockets | "
+            + " | ".join(f"{cython[s] / ws[s]:.2f}x" for s in SIZES)
+            + " |"
+        )
+    print(
+        "| pure Python / seed loop | "
+        + " | ".join(f"{python[s] / seed[s]:.1f}x" for s in SIZES)
+        + " |"
+    )
     print()
-    print("Targets: Cython/websockets >= 1.0 at 64 KiB and 1 MiB, >= 0.67 at 16 B; "
-          "pure Python/seed >= 30 at 64 KiB and 1 MiB.")
+    print(
+        "Targets: Cython/websockets >= 1.0 at 64 KiB and 1 MiB, >= 0.67 at 16 B; "
+        "pure Python/seed >= 30 at 64 KiB and 1 MiB."
+    )
     return 0
