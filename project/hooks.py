@@ -38,15 +38,12 @@ def check_csrf() -> None:
     (``WTF_CSRF_CHECK_DEFAULT = False``) and called here, after the user is known.
     A request carrying an API key in its Authorization header cannot be forged
     by another site (a browser never adds that header on its own), so it needs no token.
-    Neither does an anonymous API request: every API view needs a user, so it gets a 401.
     """
     config = current_app.config
     if not config["WTF_CSRF_ENABLED"] or request.method not in config["WTF_CSRF_METHODS"]:
         return
     if request.endpoint is None or g.get("auth_method") == "api_key":
         return
-    if g.get("user") is None and request.path.startswith("/api/"):
-        return  # no one is logged in to act for: the API answers 401, not "missing token"
     csrf.protect()
 
 

@@ -346,10 +346,14 @@ def test_another_users_upload_does_not_exist_for_them(
     assert head(url, owner).headers["Upload-Offset"] == "0"
 
 
-def test_no_credentials_is_a_401_and_a_wrong_key_too(live_server: str, owner: Owner) -> None:
+def test_no_credentials_is_refused_and_a_wrong_key_is_a_401(live_server: str, owner: Owner) -> None:
+    url = create(live_server, owner, 4).headers["Location"]
+    assert requests.head(url, headers=TUS, timeout=10).status_code == 401
+    # A state-changing request with no key is a browser's as far as the server
+    # can tell, so the CSRF check answers first; either way nothing is created.
     answer = requests.post(endpoint(live_server), headers={**TUS, "Upload-Length": "1"}, timeout=10)
-    assert answer.status_code == 401
-    assert answer.json()["status"] == 401
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "CSRF check failed"
     wrong = {"Authorization": "Bearer " + owner.key[:-4] + "AAAA"}
     answer = requests.post(
         endpoint(live_server), headers={**TUS, **wrong, "Upload-Length": "1"}, timeout=10
