@@ -35,18 +35,26 @@ def init_limiter(app: Flask) -> None:
 
 
 def init_redis(app: Flask) -> None:
-    """Create the app's Redis client when ``REDIS_URL`` is set (None otherwise)."""
+    """Create the app's Redis client when ``REDIS_URL`` is set (None otherwise).
+
+    The pool blocks: with every connection in use a caller waits up to
+    ``REDIS_POOL_TIMEOUT`` seconds for one (redis-py's default pool raises at
+    once, and thousands of sockets closing together lost their presence and
+    session writes that way).
+    """
     url = app.config.get("REDIS")
-    app.extensions["redis"] = (
-        redis.Redis.from_url(
-            url.url,
-            socket_connect_timeout=2,
-            socket_timeout=5,
-            health_check_interval=30,
-        )
-        if url
-        else None
+    if not url:
+        app.extensions["redis"] = None
+        return
+    pool = redis.BlockingConnectionPool.from_url(
+        url.url,
+        max_connections=app.config["REDIS_MAX_CONNECTIONS"],
+        timeout=app.config["REDIS_POOL_TIMEOUT"],
+        socket_connect_timeout=2,
+        socket_timeout=5,
+        health_check_interval=30,
     )
+    app.extensions["redis"] = redis.Redis.from_pool(pool)  # closing the client closes the pool
 
 
 def get_redis() -> redis.Redis | None:

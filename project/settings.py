@@ -45,6 +45,10 @@ class Config:
     DB_POOL_SIZE = 20
     REDIS_URL: str | None = None
     REDIS_KEY_PREFIX = "flaskmono:"
+    # Connections per process; a caller waits up to REDIS_POOL_TIMEOUT seconds for a free
+    # one instead of failing (a gevent worker may run thousands of requests at once).
+    REDIS_MAX_CONNECTIONS = 100
+    REDIS_POOL_TIMEOUT = 10.0
     MEDIA_ROOT = "instance/media"
 
     # Sessions live on the server (Flask-Session); the cookie carries only a
@@ -103,6 +107,7 @@ class Config:
     CHAT_RATE_LIMIT = "20 per 10 seconds"  # messages per user
     CHAT_HISTORY = 50  # messages sent on join, and per "load older"
     PRESENCE_TTL = 30  # seconds: a dead worker's users drop off the online list after this
+    PRESENCE_INTERVAL = 1.0  # seconds: one presence frame per room per interval at most
 
     # Transfers (apps/transfer). Sizes in bytes; an unfinished upload expires
     # TRANSFER_UPLOAD_EXPIRY seconds after its last byte arrived.
@@ -297,6 +302,8 @@ _VARIABLES = {
     "DB_POOL_SIZE": _int,
     "REDIS_URL": _str,
     "REDIS_KEY_PREFIX": _str,
+    "REDIS_MAX_CONNECTIONS": _int,
+    "REDIS_POOL_TIMEOUT": _seconds,
     "MEDIA_ROOT": _str,
     "SESSION_LIFETIME_SECONDS": _int,
     "SESSION_ABSOLUTE_SECONDS": _int,
@@ -324,6 +331,7 @@ _VARIABLES = {
     "CHAT_RATE_LIMIT": _str,
     "CHAT_HISTORY": _int,
     "PRESENCE_TTL": _int,
+    "PRESENCE_INTERVAL": _seconds,
     "ARGON2_TIME_COST": _int,
     "ARGON2_MEMORY_KIB": _int,
     "ARGON2_PARALLELISM": _int,

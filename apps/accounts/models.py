@@ -232,8 +232,10 @@ def list_users(query: UserQuery) -> tuple[list[User], int]:
     if query.search:
         # username_key is case-folded, email lower-cased: match each as it is stored.
         where.append("(username_key LIKE %s ESCAPE '!' OR email LIKE %s ESCAPE '!')")
-        params += [_escape_like(query.search.casefold()) + "%",
-                   _escape_like(query.search.lower()) + "%"]
+        params += [
+            _escape_like(query.search.casefold()) + "%",
+            _escape_like(query.search.lower()) + "%",
+        ]
     if query.active is not None:
         where.append("is_active = %s")
         params.append(query.active)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 import uuid
 from typing import Any
@@ -19,6 +20,7 @@ from limits import parse
 
 from apps.realtime import models
 from apps.realtime.broker import get_broker
+from apps.realtime.protocol import PreparedText
 from apps.realtime.server import ConnectionClosed, WebSocket
 from project.extensions import db, limiter
 
@@ -29,19 +31,51 @@ def _error(code: str, message: str, **extra: Any) -> str:
     return json.dumps({"type": "error", "code": code, "message": message, **extra})
 
 
-def _send(ws: WebSocket, payload: str) -> None:
-    with contextlib.suppress(ConnectionClosed):  # the reader notices and cleans up
-        ws.send(payload)
+class _RoomFeed:
+    """The room's frames for one socket, held back until its ``welcome`` has gone out.
+
+    Presence frames are deltas on top of the welcome's ``online`` list, so none
+    may reach the client before it; the ones that arrive meanwhile are sent
+    right after it, in order (applied again, they leave the list as it was).
+    """
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self._lock = threading.Lock()
+        self._held: list[PreparedText] | None = []
+
+    def __call__(self, message: PreparedText) -> None:
+        with self._lock:
+            if self._held is not None:
+                self._held.append(message)
+                return
+        self._send(message)
+
+    def welcome(self, payload: str) -> None:
+        """Send the welcome, then what the room sent meanwhile; live from now on."""
+        self.ws.send(payload)
+        while True:
+            with self._lock:
+                held, self._held = self._held, [] if self._held else None
+            if not held:
+                return
+            for message in held:
+                self._send(message)
+
+    def _send(self, message: PreparedText) -> None:
+        with contextlib.suppress(ConnectionClosed):  # the reader notices and cleans up
+            self.ws.send(message)
 
 
 def run_room(ws: WebSocket, room: models.Room, user: Any, after: int | None) -> None:
     """Serve one member of a room until the socket closes."""
     broker = get_broker()
     connection = uuid.uuid4().hex
-    unsubscribe = broker.subscribe(room.name, lambda payload: _send(ws, payload))
+    feed = _RoomFeed(ws)
+    unsubscribe = broker.subscribe(room.name, feed)
     try:
-        broker.join(room.name, connection, user.username)
-        ws.send(json.dumps(_welcome(room, user, after, broker.online(room.name))))
+        online = broker.join(room.name, connection, user.username)
+        feed.welcome(json.dumps(_welcome(room, user, after, online)))
         db.release()
         for raw in ws:
             reply = handle(raw, room, user)

@@ -135,6 +135,28 @@ def encode_frame(opcode: int, payload: bytes, *, fin: bool = True, rsv1: bool = 
     return header + payload
 
 
+class PreparedText:
+    """A text message to send to many connections, its frame encoded once for all of them.
+
+    A room's broadcast reaches thousands of sockets; those without compression
+    all send the same bytes, so the frame is built on first use and shared
+    (a compressing connection has its own deflate state and encodes its own).
+    """
+
+    __slots__ = ("_frame", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._frame: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        """The uncompressed text frame (a race may build it twice; both are equal)."""
+        if self._frame is None:
+            self._frame = encode_frame(Opcode.TEXT, self.text.encode("utf-8"))
+        return self._frame
+
+
 class Connection:
     """One server-side WebSocket connection's protocol state.
 
@@ -167,6 +189,15 @@ class Connection:
 
     def send_binary(self, data: bytes) -> None:
         self._send_message(Opcode.BINARY, bytes(data))
+
+    def send_prepared(self, message: PreparedText) -> None:
+        """Send a text message whose frame may be shared with other connections."""
+        if self.deflate is not None:
+            self.send_text(message.text)
+        elif self.state is not State.OPEN:
+            raise RuntimeError(f"cannot send a message on a {self.state.value} connection")
+        else:
+            self._outgoing.append(message.frame)
 
     def _send_message(self, opcode: Opcode, payload: bytes) -> None:
         if self.state is not State.OPEN:

@@ -23,7 +23,9 @@ def send(page, text: str) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_two_users_chat_and_history_survives_a_reload(
-    app: Flask, live_server: str, browser  # type: ignore[no-untyped-def]  # noqa: F811
+    app: Flask,
+    live_server: str,
+    browser,  # type: ignore[no-untyped-def]  # noqa: F811
 ) -> None:
     with app.app_context():
         alice = create_account("alice")
@@ -49,7 +51,9 @@ def test_two_users_chat_and_history_survives_a_reload(
 
 
 def test_scrolling_to_the_top_loads_older_messages(
-    app: Flask, live_server: str, browser  # type: ignore[no-untyped-def]  # noqa: F811
+    app: Flask,
+    live_server: str,
+    browser,  # type: ignore[no-untyped-def]  # noqa: F811
 ) -> None:
     with app.app_context():
         alice = create_account("alice")

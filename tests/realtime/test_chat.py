@@ -51,9 +51,22 @@ def receive(ws: ClientConnection, kind: str, timeout: float = 5) -> dict[str, An
             return data  # type: ignore[no-any-return]
 
 
+def wait_online(
+    ws: ClientConnection, online: list[str], expected: list[str], timeout: float = 5
+) -> list[str]:
+    """Apply *ws*'s presence deltas to *online* (as the page does) until it is *expected*."""
+    names = set(online)
+    while sorted(names) != expected:
+        frame = receive(ws, "presence", timeout=timeout)
+        names = (names | set(frame["joined"])) - set(frame["left"])
+    return sorted(names)
+
+
 @pytest.fixture
 def chat_app(make_app: Callable[..., Flask]) -> Flask:
-    app = make_app(CHAT_RATE_LIMIT="1000 per minute", CHAT_MESSAGE_MAX_LENGTH=100)
+    app = make_app(
+        CHAT_RATE_LIMIT="1000 per minute", CHAT_MESSAGE_MAX_LENGTH=100, PRESENCE_INTERVAL=0.1
+    )
     with app.app_context():
         alice = create_account("alice")
         create_account("bob")
@@ -149,13 +162,25 @@ def test_a_reconnecting_client_gets_what_it_missed(chat_app: Flask, join: Join) 
 
 def test_who_is_online_follows_joins_and_leaves(join: Join) -> None:
     with join("alice") as alice:
-        assert receive(alice, "welcome")["online"] == ["alice"]
+        online = receive(alice, "welcome")["online"]
+        assert online == ["alice"]
         with join("bob") as bob:
             assert receive(bob, "welcome")["online"] == ["alice", "bob"]
-            while receive(alice, "presence")["online"] != ["alice", "bob"]:
-                pass
-        while receive(alice, "presence")["online"] != ["alice"]:
-            pass
+            online = wait_online(alice, online, ["alice", "bob"])
+        wait_online(alice, online, ["alice"])
+
+
+def test_a_second_socket_of_an_online_user_sends_no_presence(join: Join) -> None:
+    with join("alice") as alice:
+        online = receive(alice, "welcome")["online"]
+        with join("bob") as bob:
+            receive(bob, "welcome")
+            online = wait_online(alice, online, ["alice", "bob"])
+            with join("bob") as second_tab:
+                assert receive(second_tab, "welcome")["online"] == ["alice", "bob"]
+            with pytest.raises(TimeoutError):  # bob never left: nothing to tell alice
+                receive(alice, "presence", timeout=0.5)
+        assert receive(alice, "presence") == {"type": "presence", "joined": [], "left": ["bob"]}
 
 
 @pytest.mark.parametrize(

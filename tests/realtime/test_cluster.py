@@ -18,7 +18,7 @@ import pytest
 from websockets.sync.client import connect
 
 from tests.conftest import PASSWORD, free_port
-from tests.realtime.test_chat import login_cookie, receive
+from tests.realtime.test_chat import login_cookie, receive, wait_online
 from tests.realtime.test_servers import ROOT, Server, server_env, start_server
 
 
@@ -76,17 +76,15 @@ def test_a_message_reaches_a_client_on_another_host(two_hosts: list[Server]) -> 
     alice_cookie = login_cookie(first.url, "alice")
     bob_cookie = login_cookie(second.url, "bob")  # sessions in Redis work on either host
     create_room(first, alice_cookie)
-    with (
-        connect(first.ws + "/ws/rooms/lobby", additional_headers={"Cookie": alice_cookie}) as a,
-        connect(second.ws + "/ws/rooms/lobby", additional_headers={"Cookie": bob_cookie}) as b,
-    ):
-        receive(a, "welcome")
-        assert receive(b, "welcome")["online"] == ["alice", "bob"]
-        a.send(json.dumps({"type": "message", "body": "from host one"}))
-        assert receive(b, "message")["body"] == "from host one"
-        assert receive(a, "message")["body"] == "from host one"  # the sender sees it too
-        b.send(json.dumps({"type": "message", "body": "and back from host two"}))
-        assert receive(a, "message")["body"] == "and back from host two"
+    with connect(first.ws + "/ws/rooms/lobby", additional_headers={"Cookie": alice_cookie}) as a:
+        receive(a, "welcome")  # alice has joined (the 101 comes before the join)
+        with connect(second.ws + "/ws/rooms/lobby", additional_headers={"Cookie": bob_cookie}) as b:
+            assert receive(b, "welcome")["online"] == ["alice", "bob"]
+            a.send(json.dumps({"type": "message", "body": "from host one"}))
+            assert receive(b, "message")["body"] == "from host one"
+            assert receive(a, "message")["body"] == "from host one"  # the sender sees it too
+            b.send(json.dumps({"type": "message", "body": "and back from host two"}))
+            assert receive(a, "message")["body"] == "and back from host two"
 
 
 def test_presence_forgets_the_users_of_a_host_that_died(two_hosts: list[Server]) -> None:
@@ -98,10 +96,9 @@ def test_presence_forgets_the_users_of_a_host_that_died(two_hosts: list[Server])
         connect(first.ws + "/ws/rooms/lobby", additional_headers={"Cookie": alice_cookie}) as a,
         connect(second.ws + "/ws/rooms/lobby", additional_headers={"Cookie": bob_cookie}) as b,
     ):
-        receive(a, "welcome")
+        online = receive(a, "welcome")["online"]
         receive(b, "welcome")
-        while receive(a, "presence")["online"] != ["alice", "bob"]:
-            pass
+        online = wait_online(a, online, ["alice", "bob"])
         # The second host dies without a goodbye: no leave event is ever sent for bob.
         for pid in subprocess.run(
             ["pgrep", "-P", str(second.proc.pid)], capture_output=True, text=True
@@ -109,7 +106,21 @@ def test_presence_forgets_the_users_of_a_host_that_died(two_hosts: list[Server])
             subprocess.run(["kill", "-9", pid])
         second.stop(signal.SIGKILL)
         started = time.monotonic()
-        while receive(a, "presence", timeout=10)["online"] != ["alice"]:
-            pass
+        wait_online(a, online, ["alice"], timeout=10)
         assert time.monotonic() - started < 8  # PRESENCE_TTL is 3 s here
         b.close_socket()  # its host is gone: nothing to close politely
+
+
+def test_a_user_who_leaves_on_one_host_disappears_on_the_other(two_hosts: list[Server]) -> None:
+    first, second = two_hosts
+    alice_cookie = login_cookie(first.url, "alice")
+    bob_cookie = login_cookie(second.url, "bob")
+    create_room(first, alice_cookie)
+    with connect(first.ws + "/ws/rooms/lobby", additional_headers={"Cookie": alice_cookie}) as a:
+        online = receive(a, "welcome")["online"]
+        with connect(second.ws + "/ws/rooms/lobby", additional_headers={"Cookie": bob_cookie}) as b:
+            assert receive(b, "welcome")["online"] == ["alice", "bob"]
+            online = wait_online(a, online, ["alice", "bob"])
+        started = time.monotonic()
+        wait_online(a, online, ["alice"])
+        assert time.monotonic() - started < 3  # a leave is sent within PRESENCE_INTERVAL, not TTL

@@ -15,7 +15,7 @@ import zlib
 import pytest
 
 from apps.realtime.deflate import PerMessageDeflate, negotiate
-from apps.realtime.protocol import BinaryMessage, Connection, Ping, TextMessage
+from apps.realtime.protocol import BinaryMessage, Connection, Ping, PreparedText, TextMessage
 from tests.realtime.test_protocol import (
     BINARY,
     CLOSE,
@@ -333,3 +333,13 @@ def test_compress_and_decompress_round_trip() -> None:
         client = PerMessageDeflate(client_no_context_takeover=bool(params))
         for data in (b"", b"x", os.urandom(1000), b"abc" * 10_000):
             assert client.decompress(server.compress(data), len(data), final=True) == data
+
+
+def test_a_prepared_message_is_compressed_by_each_compressing_connection() -> None:
+    message = PreparedText("presence " * 50)
+    conn = compressed_connection()
+    conn.send_prepared(message)
+    [frame] = parse_frames(conn.data_to_send())
+    assert frame.rsv1 and frame.opcode == TEXT
+    assert inflate(frame.payload) == message.text.encode()
+    assert len(frame.payload) < len(message.frame)  # not the shared uncompressed frame

@@ -20,6 +20,7 @@ from apps.realtime.protocol import (
     Event,
     Ping,
     Pong,
+    PreparedText,
     ProtocolError,
     State,
     TextMessage,
@@ -556,6 +557,26 @@ def test_a_text_message_sent_by_the_server_is_one_utf8_text_frame() -> None:
     [frame] = parse_frames(conn.data_to_send())
     assert frame.opcode == TEXT and frame.fin and not frame.masked
     assert frame.payload.decode("utf-8") == "héllo wörld €"
+
+
+def test_a_prepared_message_sends_the_same_frame_as_send_text() -> None:
+    message = PreparedText("héllo €" * 100)
+    first, second, plain = Connection(), Connection(), Connection()
+    first.send_prepared(message)
+    second.send_prepared(message)
+    plain.send_text(message.text)
+    sent = first.data_to_send()
+    assert sent == second.data_to_send() == plain.data_to_send()
+    assert message.frame is message.frame  # encoded once, shared
+    [frame] = parse_frames(sent)
+    assert frame.opcode == TEXT and frame.payload.decode("utf-8") == message.text
+
+
+def test_a_prepared_message_cannot_be_sent_after_a_close() -> None:
+    conn = Connection()
+    conn.send_close()
+    with pytest.raises(RuntimeError):
+        conn.send_prepared(PreparedText("late"))
 
 
 def test_binary_messages_round_trip() -> None:

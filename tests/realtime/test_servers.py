@@ -28,6 +28,66 @@ ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s" * 48
 
 
+@pytest.mark.parametrize("kind", ["threads", "gevent"])
+def test_a_frame_larger_than_the_send_buffer_arrives_whole(kind: str) -> None:
+    """``_flush`` sends what ``send()`` took and ``sendall()``s the rest, in order."""
+    from apps.realtime.protocol import Connection, PreparedText
+    from apps.realtime.server import WebSocket
+
+    if kind == "gevent":
+        import gevent
+        import gevent.socket
+
+        ours, peer = gevent.socket.socketpair()
+    else:
+        ours, peer = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # force partial sends
+    ws = WebSocket(ours, Connection(), ping_interval=5, ping_timeout=5, close_timeout=1)
+    messages: list[str | bytes | PreparedText] = [
+        os.urandom(700 * 1024),
+        "é" * 300_000,
+        PreparedText("shared " * 50_000),
+        b"small",
+    ]
+    expected = b"".join(
+        server_frame(m.text if isinstance(m, PreparedText) else m) for m in messages
+    )
+
+    def write() -> None:
+        for message in messages:
+            ws.send(message)
+        ours.shutdown(socket.SHUT_WR)
+
+    received = bytearray()
+    if kind == "gevent":
+        writer = gevent.spawn(write)
+        while chunk := peer.recv(65536):
+            received += chunk
+            gevent.sleep(0)
+        writer.get()
+    else:
+        import threading
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        while chunk := peer.recv(65536):
+            received += chunk
+            time.sleep(0.0005)  # a slow reader: the send buffer fills
+        thread.join()
+    ours.close()
+    peer.close()
+    assert bytes(received) == expected
+
+
+def server_frame(payload: str | bytes) -> bytes:
+    """An unmasked server frame, as ``encode_frame`` builds it (text for ``str``)."""
+    from apps.realtime.protocol import encode_frame
+
+    if isinstance(payload, str):
+        return encode_frame(0x1, payload.encode())
+    return encode_frame(0x2, payload)
+
+
 @dataclass
 class Server:
     kind: str

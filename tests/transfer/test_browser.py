@@ -98,8 +98,12 @@ class Network:
     def emulate(self, upload_bytes_per_second: int, *, offline: bool = False) -> None:
         self.cdp.send(
             "Network.emulateNetworkConditions",
-            {"offline": offline, "latency": 0, "downloadThroughput": -1,
-             "uploadThroughput": upload_bytes_per_second},
+            {
+                "offline": offline,
+                "latency": 0,
+                "downloadThroughput": -1,
+                "uploadThroughput": upload_bytes_per_second,
+            },
         )
 
 
@@ -150,7 +154,10 @@ def drop(page, path: Path) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_upload_shows_progress_lists_the_sha256_and_downloads_back(
-    app: Flask, page, user_id: int, tmp_path: Path  # type: ignore[no-untyped-def]
+    app: Flask,
+    page,
+    user_id: int,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     path = tmp_path / "random.bin"
     digest = random_file(path, 20 * MiB)
@@ -198,7 +205,11 @@ def test_upload_shows_progress_lists_the_sha256_and_downloads_back(
 
 
 def test_pause_then_resume_completes_with_the_right_sha256(
-    app: Flask, page, network: Network, user_id: int, tmp_path: Path  # type: ignore[no-untyped-def]
+    app: Flask,
+    page,
+    network: Network,
+    user_id: int,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     path = tmp_path / "paused.bin"
     digest = random_file(path, 64 * MiB)
@@ -231,7 +242,11 @@ def test_pause_then_resume_completes_with_the_right_sha256(
 
 
 def test_an_upload_cut_by_a_reload_resumes_when_the_file_is_dropped_again(
-    app: Flask, page, network: Network, user_id: int, tmp_path: Path  # type: ignore[no-untyped-def]
+    app: Flask,
+    page,
+    network: Network,
+    user_id: int,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     path = tmp_path / "interrupted.bin"
     digest = random_file(path, 64 * MiB)
@@ -245,9 +260,7 @@ def test_an_upload_cut_by_a_reload_resumes_when_the_file_is_dropped_again(
     )
     page.reload()
     listed = file_row(page, "interrupted.bin")
-    expect(listed.locator(".file-state")).to_contain_text(
-        "resume by dropping the same file again"
-    )
+    expect(listed.locator(".file-state")).to_contain_text("resume by dropping the same file again")
     percent = int(listed.locator(".file-state .badge").inner_text().split()[1].rstrip("%"))
     assert 0 < percent < 100
     partial_id = listed.get_attribute("data-file-id")
@@ -262,7 +275,10 @@ def test_an_upload_cut_by_a_reload_resumes_when_the_file_is_dropped_again(
 
 
 def test_a_file_name_with_markup_is_shown_as_text(
-    app: Flask, page, dialogs: Dialogs, tmp_path: Path  # type: ignore[no-untyped-def]
+    app: Flask,
+    page,
+    dialogs: Dialogs,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     name = "<img src=x onerror=alert(1)>.txt"
     path = tmp_path / name
@@ -293,7 +309,10 @@ def test_a_file_name_with_markup_is_shown_as_text(
 
 
 def test_too_large_is_refused_before_starting_and_a_full_quota_is_explained(
-    app: Flask, page, user_id: int, tmp_path: Path  # type: ignore[no-untyped-def]
+    app: Flask,
+    page,
+    user_id: int,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     huge = tmp_path / "huge.iso"
     with open(huge, "wb") as f:
@@ -358,7 +377,11 @@ def test_cancel_deletes_the_upload_on_the_server(
 
 
 def test_a_lost_connection_resumes_when_the_browser_is_back_online(
-    app: Flask, page, network: Network, user_id: int, tmp_path: Path  # type: ignore[no-untyped-def]
+    app: Flask,
+    page,
+    network: Network,
+    user_id: int,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     path = tmp_path / "flaky.bin"
     digest = random_file(path, 48 * MiB)
@@ -377,7 +400,10 @@ def test_a_lost_connection_resumes_when_the_browser_is_back_online(
 
 
 def test_a_refused_csrf_token_is_renewed_and_the_upload_goes_on(
-    app: Flask, page, live_server: str, tmp_path: Path  # type: ignore[no-untyped-def]
+    app: Flask,
+    page,
+    live_server: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     """What a page open longer than WTF_CSRF_TIME_LIMIT meets: a 400, a new token, a retry."""
     path = tmp_path / "late.bin"
@@ -388,9 +414,7 @@ def test_a_refused_csrf_token_is_renewed_and_the_upload_goes_on(
             route.continue_()  # the script's own fetch of the page gets the real token
             return
         response = route.fetch()
-        html = re.sub(
-            r'(<meta name="csrf-token" content=")[^"]+', r"\1stale", response.text()
-        )
+        html = re.sub(r'(<meta name="csrf-token" content=")[^"]+', r"\1stale", response.text())
         route.fulfill(response=response, body=html)
 
     page.route(live_server + "/transfer/", stale_page)

@@ -69,8 +69,11 @@
     olderButton.hidden = !hasMore;
   }
 
-  function showOnline(names) {
-    online.replaceChildren(...names.map(function (name) {
+  // Who is online: the welcome's list, then the presence frames' joined/left deltas.
+  const present = new Set();
+
+  function showOnline() {
+    online.replaceChildren(...Array.from(present).sort().map(function (name) {
       const li = document.createElement("li");
       li.textContent = name;
       return li;
@@ -94,7 +97,9 @@
       if (data.type === "welcome") {
         const firstJoin = lastId === null;
         append(data.messages);
-        showOnline(data.online);
+        present.clear();
+        for (const name of data.online) present.add(name);
+        showOnline();
         if (firstJoin) olderButton.hidden = !data.has_more;
       } else if (data.type === "message") {
         append([data]);
@@ -102,7 +107,9 @@
         historyPending = false;
         prepend(data.messages, data.has_more);
       } else if (data.type === "presence") {
-        showOnline(data.online);
+        for (const name of data.joined) present.add(name);
+        for (const name of data.left) present.delete(name);
+        showOnline();
       } else if (data.type === "error") {
         errorBox.textContent = data.message;
       }
