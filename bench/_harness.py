@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import http.client
 import os
+import re
 import runpy
 import secrets
 import shutil
@@ -35,11 +36,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from http.cookies import SimpleCookie
 from pathlib import Path
 from types import FrameType
 from typing import Any
 from unittest import mock
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import pymysql
 
@@ -232,6 +234,83 @@ def get(port: int, path: str, headers: Headers | None = None) -> tuple[int, byte
     """One GET on a new connection: status and body."""
     response = request(port, "GET", path, headers)
     return response.status, response.body
+
+
+# -- logging in as a browser does ----------------------------------------------
+
+
+LOGIN_PATH = "/accounts/login"
+SESSION_COOKIE = "session"  # SESSION_COOKIE_NAME
+
+
+def session_cookie(response: Response) -> str | None:
+    """The session id a response sets, if it sets one."""
+    for header in response.headers.get_all("Set-Cookie") or []:
+        cookie: SimpleCookie = SimpleCookie()
+        cookie.load(header)
+        if SESSION_COOKIE in cookie and cookie[SESSION_COOKIE].value:
+            return cookie[SESSION_COOKIE].value
+    return None
+
+
+def csrf_token(html: str) -> str:
+    """The ``csrf_token`` field's value on a page with a form."""
+    tag = re.search(r'<input[^>]*\bname="csrf_token"[^>]*>', html)
+    value = re.search(r'\bvalue="([^"]+)"', tag.group(0)) if tag else None
+    if value is None:
+        raise RuntimeError(f"no csrf_token field on {LOGIN_PATH}")
+    return value.group(1)
+
+
+def log_in(port: int, login: str, password: str) -> str:
+    """Log in through the real form (GET, then POST with its CSRF token); the new session id."""
+    page = request(port, "GET", LOGIN_PATH)
+    anonymous = session_cookie(page)
+    if page.status != 200 or anonymous is None:
+        raise RuntimeError(f"GET {LOGIN_PATH}: {page.status}, session cookie {anonymous!r}")
+    form = {"csrf_token": csrf_token(page.body.decode()), "login": login, "password": password}
+    headers = {
+        "Cookie": f"{SESSION_COOKIE}={anonymous}",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    done = request(port, "POST", LOGIN_PATH, headers, urlencode(form).encode())
+    sid = session_cookie(done)
+    if done.status != 302 or sid is None:
+        raise RuntimeError(f"POST {LOGIN_PATH} as {login}: {done.status}, no new session")
+    return sid
+
+
+# -- CPU accounting from /proc ---------------------------------------------------
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_stat(pid: int | str) -> list[bytes] | None:
+    """The fields of ``/proc/PID/stat`` after the command name; None if it exited."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of ``pids`` (the ones still alive)."""
+    ticks = 0
+    for pid in pids:
+        fields = proc_stat(pid)
+        if fields is not None:
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / CLK_TCK
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent on anything but idle and iowait, from ``/proc/stat``."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
 
 
 @contextlib.contextmanager

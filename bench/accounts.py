@@ -60,11 +60,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 from unittest import mock
-from urllib.parse import urlencode
 
 import jinja2
 import pymysql.cursors
@@ -74,10 +72,10 @@ from flask import Flask
 
 from bench import hello_app
 from bench._harness import (
+    SESSION_COOKIE,
     BenchDatabase,
     LoadGenerator,
     LoadResult,
-    Response,
     add_common_arguments,
     bench_database,
     check_common_arguments,
@@ -94,6 +92,7 @@ from bench._harness import (
     results_table,
     run_main,
 )
+from bench._harness import log_in as harness_log_in
 from project import ConfigurationError, create_app
 from project.db import DatabaseError
 from project.migrations import MigrationError, migrate
@@ -107,7 +106,6 @@ USER_LIST = "/admin/accounts/"
 SEARCH = "user0999"
 INSERT_CHUNK = 5000
 CREATED_SPAN = timedelta(days=3 * 365)  # inserted users joined over the last three years
-COOKIE = "session"  # SESSION_COOKIE_NAME
 EXPLAIN_COLUMNS = ("type", "possible_keys", "key", "rows", "r_rows", "Extra")
 
 
@@ -252,47 +250,13 @@ def insert_users(app: Flask, database: BenchDatabase, count: int) -> float:
 # -- logging in over HTTP ----------------------------------------------------------------
 
 
-def session_cookie(response: Response) -> str | None:
-    for header in response.headers.get_all("Set-Cookie") or []:
-        cookie: SimpleCookie = SimpleCookie()
-        cookie.load(header)
-        if COOKIE in cookie and cookie[COOKIE].value:
-            return cookie[COOKIE].value
-    return None
-
-
-def csrf_token(html: str) -> str:
-    tag = re.search(r'<input[^>]*\bname="csrf_token"[^>]*>', html)
-    value = re.search(r'\bvalue="([^"]+)"', tag.group(0)) if tag else None
-    if value is None:
-        raise RuntimeError(f"no csrf_token field on {LOGIN}")
-    return value.group(1)
-
-
 def log_in(port: int, account: Account, check_path: str) -> str:
-    """Log in through the real form (GET, then POST with its CSRF token); the session id.
+    """Log in through the real form; the session id, checked on ``check_path``.
 
-    The id is checked on ``check_path``, which must then answer 200, not a redirect.
+    ``check_path`` must then answer 200, not a redirect to the login page.
     """
-    page = request(port, "GET", LOGIN)
-    anonymous = session_cookie(page)
-    if page.status != 200 or anonymous is None:
-        raise RuntimeError(f"GET {LOGIN}: {page.status}, session cookie {anonymous!r}")
-    form = {
-        "csrf_token": csrf_token(page.body.decode()),
-        "next": "",
-        "login": account.username,
-        "password": account.password,
-    }
-    headers = {
-        "Cookie": f"{COOKIE}={anonymous}",
-        "Content-Type": "application/x-www-form-urlencoded",
-    }
-    done = request(port, "POST", LOGIN, headers, urlencode(form).encode())
-    sid = session_cookie(done)
-    if done.status != 302 or sid is None:
-        raise RuntimeError(f"POST {LOGIN} as {account.username}: {done.status}, no new session")
-    check = request(port, "GET", check_path, {"Cookie": f"{COOKIE}={sid}"})
+    sid = harness_log_in(port, account.username, account.password)
+    check = request(port, "GET", check_path, {"Cookie": f"{SESSION_COOKIE}={sid}"})
     if check.status != 200 or account.username.encode() not in check.body:
         raise RuntimeError(f"GET {check_path} after logging in: {check.status}")
     return sid
@@ -419,7 +383,7 @@ def admin_pages(total_users: int) -> list[tuple[str, str, dict[str, Any]]]:
 
 def time_http(port: int, path: str, sid: str, samples: int) -> tuple[list[float], bytes]:
     """``samples`` sequential GETs on one keep-alive connection (after one unmeasured)."""
-    headers = {"Cookie": f"{COOKIE}={sid}"}
+    headers = {"Cookie": f"{SESSION_COOKIE}={sid}"}
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     times: list[float] = []
     try:
@@ -582,7 +546,7 @@ def run(args: argparse.Namespace, wrk: str | None) -> Report:
             with gunicorn_server(OURS, env, port, tmpdir / "ours.log", "/healthz"):
                 member_sid = log_in(port, member, PROFILE)
                 admin_sid = log_in(port, admin, USER_LIST)
-                cookie = {"Cookie": f"{COOKIE}={member_sid}"}
+                cookie = {"Cookie": f"{SESSION_COOKIE}={member_sid}"}
                 before = len(prefixed_keys(client, prefix, "session:"))
                 pages = [
                     ("hello", hello_port, "/", None),

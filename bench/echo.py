@@ -81,10 +81,13 @@ import redis
 from bench._harness import (
     READY_TIMEOUT_S,
     STOP_TIMEOUT_S,
+    cpu_seconds,
     free_port,
     gunicorn_env,
     gunicorn_server,
     log,
+    machine_busy_seconds,
+    proc_stat,
     run_main,
     tail,
 )
@@ -99,7 +102,6 @@ FLASK_SOCK = "bench.echo_peers:build_flask_sock_app()"
 ECHO_PATH = "/ws/echo"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 CONNECT_TIMEOUT_S = 30.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -372,14 +374,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 # -- CPU accounting -------------------------------------------------------------------------
 
 
-def _stat_fields(pid: int | str) -> list[bytes] | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()
-    except OSError:  # it exited meanwhile
-        return None
-
-
 def descendants_cpu_seconds(root: int) -> float:
     """User + system CPU seconds of ``root``'s living descendants (not ``root`` itself).
 
@@ -388,24 +382,15 @@ def descendants_cpu_seconds(root: int) -> float:
     """
     tree: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and (fields := _stat_fields(entry.name)) is not None:
+        if entry.name.isdigit() and (fields := proc_stat(entry.name)) is not None:
             tree.setdefault(int(fields[1]), []).append(int(entry.name))
-    total = 0
+    descendants: list[int] = []
     todo = list(tree.get(root, []))
     while todo:
         pid = todo.pop()
+        descendants.append(pid)
         todo.extend(tree.get(pid, []))
-        if (fields := _stat_fields(pid)) is not None:
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLK_TCK
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores spent on anything but idle and iowait, from ``/proc/stat``."""
-    with open("/proc/stat") as stat:
-        fields = [int(x) for x in stat.readline().split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+    return cpu_seconds(descendants)
 
 
 # -- the load ---------------------------------------------------------------------------------

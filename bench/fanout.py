@@ -86,38 +86,36 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 import redis
 
 from bench._harness import (
-    Response,
+    SESSION_COOKIE,
     UsageError,
     bench_database,
+    cpu_seconds,
     free_port,
     gunicorn_env,
     gunicorn_server,
     log,
-    request,
+    machine_busy_seconds,
+    proc_stat,
     run_main,
 )
+from bench._harness import log_in as harness_log_in
 from bench.echo import RawClient, open_raw, upgrade_request
 
 OURS = "project.wsgi:app"
 SETTLE_LIMIT_S = 120.0  # the room must go quiet within this after the ramp
 ROOM = "fanout"
 USERNAME = "fanout"
-LOGIN = "/accounts/login"
-COOKIE = "session"
 DEFAULT_MYSQL_URL = "mysql://root@127.0.0.1:3306/mysql"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 CHAT_RATE_LIMIT = "100000 per second"  # one user sends every broadcast; the default is 20/10 s
 SKIPPED = "skipped"  # a handshake not started: the ramp's deadline had passed
 REPLY_MARGIN_S = 30.0  # how much longer than its own bound a client process may take to answer
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 LOG_PREFIX = re.compile(r"^(\[[^\]]*\] ?)+")  # gunicorn's "[time] [pid] [level] " and Flask's
 
 
@@ -470,14 +468,6 @@ class Clients:
 # -- the server's processes -------------------------------------------------------------------
 
 
-def _stat(pid: int) -> list[bytes] | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return None
-
-
 def rss_kib(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as status:
@@ -496,7 +486,7 @@ def gunicorn_pids() -> tuple[list[int], list[int]]:
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        fields = _stat(int(entry.name))
+        fields = proc_stat(int(entry.name))
         if fields is None:
             continue
         parents[int(entry.name)] = int(fields[1])
@@ -506,24 +496,6 @@ def gunicorn_pids() -> tuple[list[int], list[int]]:
                 if b"gunicorn" in cmdline:
                     masters.append(int(entry.name))
     return masters, sorted(pid for pid, parent in parents.items() if parent in masters)
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds of ``pids`` (the ones still alive)."""
-    ticks = 0
-    for pid in pids:
-        fields = _stat(pid)
-        if fields is not None:
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / CLK_TCK
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores spent on anything but idle and iowait, from ``/proc/stat``."""
-    with open("/proc/stat") as stat:
-        fields = [int(x) for x in stat.readline().split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
 
 
 @dataclass(frozen=True)
@@ -611,32 +583,9 @@ def prepare(env: dict[str, str], password: str) -> None:
         create_room(ROOM, user.id)
 
 
-def session_cookie(response: Response) -> str | None:
-    for header in response.headers.get_all("Set-Cookie") or []:
-        cookie: SimpleCookie = SimpleCookie()
-        cookie.load(header)
-        if COOKIE in cookie and cookie[COOKIE].value:
-            return cookie[COOKIE].value
-    return None
-
-
 def log_in(port: int, password: str) -> str:
     """Log in through the real form; the ``Cookie`` header value every socket sends."""
-    page = request(port, "GET", LOGIN)
-    anonymous = session_cookie(page)
-    token = re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', page.body)
-    if page.status != 200 or anonymous is None or token is None:
-        raise RuntimeError(f"GET {LOGIN}: {page.status}, no session cookie or CSRF token")
-    form = {"csrf_token": token.group(1).decode(), "login": USERNAME, "password": password}
-    headers = {
-        "Cookie": f"{COOKIE}={anonymous}",
-        "Content-Type": "application/x-www-form-urlencoded",
-    }
-    done = request(port, "POST", LOGIN, headers, urlencode(form).encode())
-    sid = session_cookie(done)
-    if done.status != 302 or sid is None:
-        raise RuntimeError(f"POST {LOGIN}: {done.status}, no new session")
-    return f"{COOKIE}={sid}"
+    return f"{SESSION_COOKIE}={harness_log_in(port, USERNAME, password)}"
 
 
 # -- the measurement --------------------------------------------------------------------------
