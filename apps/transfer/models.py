@@ -10,6 +10,7 @@ and the database can take the next chunk.
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -74,6 +75,9 @@ class TransferFile:
         )
 
 
+ID_PATTERN = re.compile(r"^[0-9a-f]{32}\Z")
+
+
 def new_id() -> str:
     """128 random bits: the public id, the URL part and the file's name on disk."""
     return secrets.token_hex(16)
@@ -126,6 +130,9 @@ def create(
 
 
 def get(file_id: str, owner_id: int | None = None) -> TransferFile | None:
+    """The file or upload *file_id* (of *owner_id*, when given); None for any other id."""
+    if not ID_PATTERN.match(file_id):
+        return None  # a URL's id that is not one of ours: not worth a query
     sql = f"SELECT {COLUMNS} FROM transfer_files WHERE id = %s"
     params: list[Any] = [file_id]
     if owner_id is not None:

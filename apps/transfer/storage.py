@@ -159,7 +159,7 @@ def remove(file: TransferFile) -> None:
     for path in (storage.partial_path(file.id), storage.file_path(file.id)):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-    _forget_hash(file.id)
+    _hashes.forget(file.id)
     models.delete(file.id)
 
 
@@ -201,7 +201,6 @@ class _Hashes:
 
 
 _hashes = _Hashes()
-_forget_hash = _hashes.forget
 
 
 def _hash_prefix(fd: int, length: int) -> Any:

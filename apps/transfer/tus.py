@@ -21,7 +21,9 @@ import base64
 import binascii
 import re
 from collections.abc import Callable
+from datetime import UTC
 from email.utils import format_datetime
+from http import HTTPStatus
 from typing import Any
 
 from flask import Response, current_app, g, jsonify, request, url_for
@@ -75,8 +77,6 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 
 def _reason(status: int) -> str:
-    from http import HTTPStatus
-
     try:
         return HTTPStatus(status).phrase
     except ValueError:
@@ -200,8 +200,6 @@ def _receive_body(upload: TransferFile, offset: int) -> TransferFile:
         reader = _body_reader(upload.size - offset + 1)
         return storage.receive(upload, offset, reader, checksum=checksum)
     except (OSError, HTTPException, ValueError) as exc:
-        if isinstance(exc, storage.TransferError):
-            raise
         # The client went away mid-chunk; what arrived is kept (unless a checksum
         # made it unverifiable) and HEAD tells the client where to resume.
         current_app.logger.info("upload %s interrupted: %s", upload.id, exc)
@@ -210,7 +208,7 @@ def _receive_body(upload: TransferFile, offset: int) -> TransferFile:
 
 
 def _own_upload(upload_id: str) -> TransferFile:
-    upload = models.get(upload_id, owner_id=g.user.id) if len(upload_id) == 32 else None
+    upload = models.get(upload_id, owner_id=g.user.id)
     if upload is None:
         raise TusError(404, "no such upload")
     upload = storage.settle(upload)
@@ -229,8 +227,6 @@ def _offset_headers(upload: TransferFile | None) -> dict[str, str]:
 
 
 def _aware(value: Any) -> Any:
-    from datetime import UTC
-
     return value.replace(tzinfo=UTC)
 
 
@@ -262,11 +258,9 @@ def create() -> Response:
     if (request.content_length or request.headers.get("Transfer-Encoding")) and size:
         try:
             upload = _receive_body(upload, 0)
-        except (TusError, storage.TransferError) as exc:
+        except TusError as exc:
             # The upload exists even though its first chunk was refused: say where.
-            exc_headers = getattr(exc, "headers", None)
-            if isinstance(exc_headers, dict):
-                exc_headers["Location"] = location
+            exc.headers["Location"] = location
             raise
     elif size == 0:
         upload = storage.receive(upload, 0, lambda view: 0)
@@ -312,7 +306,7 @@ def patch(upload_id: str) -> Response:
 @login_required
 def terminate(upload_id: str) -> Response:
     """Termination: the upload (or the file it became) and its bytes are deleted."""
-    found = models.get(upload_id, owner_id=g.user.id) if len(upload_id) == 32 else None
+    found = models.get(upload_id, owner_id=g.user.id)
     if found is None:
         raise TusError(404, "no such upload")
     storage.remove(found)

@@ -46,7 +46,7 @@ def index() -> str:
 
 
 def _own_file(file_id: str) -> TransferFile:
-    found = models.get(file_id, owner_id=g.user.id) if len(file_id) == 32 else None
+    found = models.get(file_id, owner_id=g.user.id)
     if found is None:
         abort(404)
     return found
@@ -95,7 +95,7 @@ def delete(file_id: str) -> WerkzeugResponse:
 
 
 def _complete_file(file_id: str) -> TransferFile:
-    file = models.get(file_id) if len(file_id) == 32 else None
+    file = models.get(file_id)
     if file is None or not file.complete:
         abort(404)
     return file
@@ -165,8 +165,6 @@ def download(file_id: str) -> WerkzeugResponse:
         assert start is not None and stop is not None
         handle.seek(start)
         response.response = _file_body(handle, stop - start)
-    elif response.status_code == 304 or request.method == "HEAD":
-        handle.close()
     return response
 
 
