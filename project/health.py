@@ -1,4 +1,10 @@
-"""Health of the parts a request depends on, shared by ``/healthz`` and ``manage.py check``."""
+"""Health of the parts a request depends on, shared by ``/healthz`` and ``manage.py check``.
+
+Each check has two faces. ``detail`` says what failed and where (the engine,
+the driver's error, which may name a host and port): it goes to the operator,
+in ``manage.py check`` and the log. ``public`` is what ``/healthz`` shows to
+anyone who asks: the part's state only, never how to reach it.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,11 @@ class Check:
     name: str
     ok: bool
     detail: str
+    public: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.public:
+            object.__setattr__(self, "public", "ok" if self.ok else "failing")
 
 
 def check_database(app: Flask) -> Check:
@@ -33,7 +44,7 @@ def check_database(app: Flask) -> Check:
 def check_redis(app: Flask) -> Check:
     client: redis.Redis | None = app.extensions.get("redis")
     if client is None:
-        return Check("redis", True, "not configured; sessions on the filesystem")
+        return Check("redis", True, "not configured; sessions on the filesystem", public="off")
     try:
         client.ping()
     except redis.RedisError as exc:
@@ -42,7 +53,7 @@ def check_redis(app: Flask) -> Check:
 
 
 def check_frames() -> Check:
-    return Check("frames", True, frames.BACKEND)
+    return Check("frames", True, frames.BACKEND, public=frames.BACKEND)
 
 
 def run_checks(app: Flask) -> list[Check]:
