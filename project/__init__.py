@@ -36,6 +36,9 @@ def create_app(
 
     from project import errors, hooks, sessions, views
     from project.extensions import csrf, db, init_limiter, init_redis, server_session
+    from project.redact import install_log_redaction
+
+    install_log_redaction()  # reset and share tokens ride in URLs: keep them out of every log
 
     init_redis(app)
     db.init_app(app)

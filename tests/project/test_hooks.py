@@ -107,3 +107,22 @@ def test_login_required_sends_anonymous_visitors_to_the_login_page(app: Flask) -
     response = app.test_client().get("/_probe/private?x=1")
     assert response.status_code == 302
     assert response.headers["Location"] == "/accounts/login?next=/_probe/private?x%3D1"
+
+
+def test_app_log_lines_never_hold_url_tokens(app: Flask, caplog: pytest.LogCaptureFixture) -> None:
+    """Stops a reset or share token that an app log line quotes (a path, a URL, werkzeug's
+    request line under runserver) from reaching the log."""
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("apps.example").info(
+            "refused %s", "/accounts/password/reset/tok3n-SECRET?next=/"
+        )
+        logging.getLogger("werkzeug").info(
+            '127.0.0.1 - - "%s" 200 -', "GET /transfer/files/f/download?x=1&share=SHARE-SECRET"
+        )
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == [
+        "refused /accounts/password/reset/[redacted]?next=/",
+        '127.0.0.1 - - "GET /transfer/files/f/download?x=1&share=[redacted]" 200 -',
+    ]

@@ -67,6 +67,22 @@ def test_gunicorn_serves_pages_and_health(gunicorn_server: str) -> None:
     assert status == 404
 
 
+def test_the_access_log_holds_no_reset_or_share_token(gunicorn_server: str, tmp_path: Path) -> None:
+    """Stops whoever reads the logs from taking over an account with a logged reset link, or
+    fetching a private file with a logged share link (valid up to 30 days)."""
+    reset_token, share_token = "RESETsecret0123456789abcdef", "SHAREsecret0123456789abcdef"
+    http_get(f"{gunicorn_server}/accounts/password/reset/{reset_token}")
+    http_get(f"{gunicorn_server}/transfer/files/{'a' * 32}/download?share={share_token}&x=1")
+    log_file = tmp_path / "access.log"
+    deadline = time.monotonic() + 10
+    while log_file.read_text().count("[redacted]") < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    logged = log_file.read_text()
+    assert "/accounts/password/reset/[redacted]" in logged
+    assert "?share=[redacted]&x=1" in logged
+    assert reset_token not in logged and share_token not in logged
+
+
 # -- a private MariaDB server that the test may stop and start ------------------------------
 
 
