@@ -171,6 +171,32 @@ def active_admin_count() -> int:
     )
 
 
+def _lock_active_admins() -> int:
+    """Count the active admins and hold their rows until the transaction ends.
+
+    Two admins demoting each other at once would otherwise each count two and
+    both go ahead. The admins are found first, then locked by primary key
+    (``FOR UPDATE`` re-reads each row as committed, so one demoted meanwhile no
+    longer counts): the second demotion waits for the first and then counts what
+    it left. Locking by primary key takes no gap locks on the ``users_admins``
+    index, which the demotion's own update writes to (locking through that index
+    made two such transactions deadlock). An admin promoted meanwhile is not
+    counted, which can only make the rule stricter. SQLite's ``BEGIN IMMEDIATE``
+    already serialises the writers.
+    """
+    active_admin = "SELECT id FROM users WHERE is_admin = %s AND is_active = %s"
+    ids = [row["id"] for row in db.fetch_all(active_admin, (True, True))]
+    if db.engine == "sqlite" or not ids:
+        return len(ids)
+    marks = ", ".join(["%s"] * len(ids))
+    locked = db.fetch_all(
+        f"SELECT is_admin, is_active FROM users FORCE INDEX (PRIMARY) WHERE id IN ({marks})"
+        " ORDER BY id FOR UPDATE",
+        tuple(sorted(ids)),
+    )
+    return sum(1 for row in locked if row["is_admin"] and row["is_active"])
+
+
 def set_flags(user_id: int, *, is_active: bool | None = None, is_admin: bool | None = None) -> None:
     """Change flags, refusing to leave the site without an active admin.
 
@@ -178,11 +204,12 @@ def set_flags(user_id: int, *, is_active: bool | None = None, is_admin: bool | N
         LastAdminError: the change would remove the last active admin.
     """
     with db.transaction():
+        admins = _lock_active_admins()
         user = get_user(user_id)
         if user is None:
             return
         loses_admin = user.is_admin and user.is_active and (is_active is False or is_admin is False)
-        if loses_admin and active_admin_count() <= 1:
+        if loses_admin and admins <= 1:
             raise LastAdminError("the site must keep at least one active admin")
         if is_active is not None:
             db.execute("UPDATE users SET is_active = %s WHERE id = %s", (is_active, user_id))
@@ -192,8 +219,9 @@ def set_flags(user_id: int, *, is_active: bool | None = None, is_admin: bool | N
 
 def delete_user(user_id: int) -> None:
     with db.transaction():
+        admins = _lock_active_admins()
         user = get_user(user_id)
-        if user and user.is_admin and user.is_active and active_admin_count() <= 1:
+        if user and user.is_admin and user.is_active and admins <= 1:
             raise LastAdminError("the site must keep at least one active admin")
         db.execute("DELETE FROM users WHERE id = %s", (user_id,))
 

@@ -360,3 +360,46 @@ def test_a_key_made_under_one_secret_key_cannot_be_decrypted_under_another(
     with after.app_context():
         assert apikeys.get_key(key.id) is not None
         assert apikeys.secret_for(key.key_id) is None
+
+
+@pytest.mark.parametrize("stack", ["services"], indirect=True)
+def test_two_admins_demoting_each_other_at_once_leave_one(app: Flask) -> None:
+    """Stops two admins racing the last-admin rule (each demotes the other at the same moment)
+    from leaving the site without an admin: the count and the change happen under a row lock.
+
+    A third connection holds both rows until both demotions are inside their transactions,
+    so the two always overlap; without the lock both counted two admins and went ahead.
+    """
+    import threading
+
+    import pymysql
+
+    from project.db import mysql_connect_args
+
+    with app.app_context():
+        ann, bob = new_user("ann", is_admin=True).id, new_user("bob", is_admin=True).id
+    blocker = pymysql.connect(**mysql_connect_args(app.config["DATABASE"]))
+    blocker.begin()
+    with blocker.cursor() as cursor:
+        cursor.execute("SELECT id FROM users WHERE id IN (%s, %s) FOR UPDATE", (ann, bob))
+    outcomes: dict[int, str] = {}
+
+    def demote(user_id: int) -> None:
+        with app.app_context():
+            try:
+                models.set_flags(user_id, is_admin=False)
+                outcomes[user_id] = "demoted"
+            except LastAdminError:
+                outcomes[user_id] = "refused"
+
+    threads = [threading.Thread(target=demote, args=(user,)) for user in (ann, bob)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)  # both demotions are now waiting inside their transactions
+    blocker.commit()
+    blocker.close()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(outcomes.values()) == ["demoted", "refused"]
+    with app.app_context():
+        assert models.active_admin_count() == 1
