@@ -174,6 +174,7 @@ def gunicorn_env(
 ) -> dict[str, str]:
     """``base`` plus what every bench gunicorn gets: the port, no access log, the sizes."""
     env = dict(base)
+    env.setdefault("SITE_URL", "http://127.0.0.1")  # production requires it; links only
     env.update(
         GUNICORN_BIND=f"127.0.0.1:{port}",
         GUNICORN_ACCESS_LOG="/dev/null",

@@ -194,6 +194,7 @@ def app_stack(args: argparse.Namespace, workdir: Path) -> Iterator[Stack]:
         env.update(
             APP_ENV="production",
             SECRET_KEY=secrets.token_urlsafe(48),
+            SITE_URL="http://127.0.0.1",
             DATABASE_URL=database.app_url,
             MEDIA_ROOT=str(workdir / "media"),
             TRANSFER_SERVER_HOST="127.0.0.1",

@@ -14,6 +14,7 @@ from typing import Any
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from project.hosts import TrustedHostMiddleware
 from project.settings import BASE_DIR, ConfigurationError, load_settings
 
 __all__ = ["ConfigurationError", "create_app"]
@@ -45,6 +46,8 @@ def create_app(
     sessions.init_sessions(app, server_session)
     csrf.init_app(app)
     init_limiter(app)
+    # Outermost last: ProxyFix first sets the host a trusted proxy forwarded, then it is checked.
+    app.wsgi_app = TrustedHostMiddleware(app.wsgi_app, app.config["TRUSTED_HOSTS"])  # type: ignore[method-assign]
     if app.config["TRUSTED_PROXIES"]:
         # Behind N reverse proxies: take the client address and scheme from their headers.
         hops = app.config["TRUSTED_PROXIES"]

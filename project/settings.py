@@ -18,7 +18,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from project.urls import DatabaseURL, RedisURL
+from urllib.parse import urlsplit
+
+from project.urls import DatabaseURL, RedisURL, parse_site_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -124,6 +126,10 @@ class Config:
 
     HSTS_SECONDS = 0
     TRUSTED_PROXIES = 0  # reverse proxies in front whose X-Forwarded-* headers are trusted
+    # The public base URL: every link that leaves the site (emails) is built from it.
+    SITE_URL = "http://127.0.0.1:5000"
+    # Host values accepted (Flask answers any other with 400); SITE_URL's host is added.
+    TRUSTED_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1")
     MAX_CONTENT_LENGTH = 16 * 1024 * 1024
 
 
@@ -143,6 +149,7 @@ class TestConfig(Config):
 
 
 class ProductionConfig(Config):
+    SITE_URL = ""  # required: see load_settings
     MAIL_BACKEND = "smtp"
     WEBSOCKET_ECHO = False
     SESSION_COOKIE_SECURE = True
@@ -196,7 +203,23 @@ def load_settings(
     config["MEDIA_ROOT"] = str(_resolve(config["MEDIA_ROOT"]))
     config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=config["SESSION_LIFETIME_SECONDS"])
     config["INSTANCE_PATH"] = str(instance)
+    _site(config)
     return config
+
+
+def _site(config: dict[str, Any]) -> None:
+    """Check ``SITE_URL`` (required in production) and add its host to ``TRUSTED_HOSTS``."""
+    if not config.get("SITE_URL"):
+        raise ConfigurationError(
+            "SITE_URL is not set: production needs the site's public address "
+            "(e.g. https://example.com) to build the links it emails"
+        )
+    config["SITE_URL"] = _parse(parse_site_url, "SITE_URL", config["SITE_URL"], None)
+    host = urlsplit(config["SITE_URL"]).hostname
+    trusted = list(config["TRUSTED_HOSTS"])
+    if host and host not in trusted:
+        trusted.append(host)
+    config["TRUSTED_HOSTS"] = trusted
 
 
 def _parse(parser: Any, name: str, value: str, base: Path | None) -> Any:
@@ -319,6 +342,8 @@ _VARIABLES = {
     "LOGIN_LIMIT_ADDRESS": _str,
     "PASSWORD_RESET_SECONDS": _int,
     "TRUSTED_PROXIES": _count,
+    "SITE_URL": _str,
+    "TRUSTED_HOSTS": _list,
     "REGISTER_LIMIT": _str,
     "WEBSOCKET_ALLOWED_ORIGINS": _list,
     "WEBSOCKET_COMPRESSION": _bool,

@@ -128,3 +128,21 @@ def _redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
     return parts._replace(netloc=netloc).geturl()
+
+
+def parse_site_url(url: str) -> str:
+    """``SITE_URL``: ``http(s)://host[:port][/prefix]``, returned without a trailing slash.
+
+    Links that leave the site (emails) are built from it, never from the
+    request's ``Host``, which whoever sends the request chooses.
+    """
+    parts = urlsplit(url.strip())
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) address; use e.g. https://example.com")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"{url!r} must be only scheme, host, port and an optional path")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ValueError(f"the port in {url!r} is not a number") from None
+    return f"{parts.scheme}://{parts.netloc.lower()}{parts.path.rstrip('/')}"

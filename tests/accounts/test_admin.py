@@ -621,7 +621,9 @@ def test_send_reset_link_emails_a_working_link(make_app: Any, smtp_outbox: Any) 
     message = smtp_outbox.messages[0]
     assert message["To"] == "alice@example.com"
     assert message["Subject"] == "Reset your password"
-    link = re.search(r"http://localhost(/accounts/password/reset/\S+)", message.get_content())
+    link = re.search(
+        r"http://127\.0\.0\.1:5000(/accounts/password/reset/\S+)", message.get_content()
+    )
     assert link, message.get_content()
     stranger = app.test_client()
     assert stranger.get(link.group(1)).status_code == 200

@@ -26,7 +26,7 @@ def test_every_response_carries_the_security_headers(app: Flask, path: str) -> N
 
 
 def test_production_adds_hsts(make_app) -> None:  # type: ignore[no-untyped-def]
-    app = make_app("production", SECRET_KEY="s" * 48)
+    app = make_app("production", SECRET_KEY="s" * 48, SITE_URL="https://localhost")
     hsts = (
         app.test_client()
         .get("/", base_url="https://localhost")

@@ -31,6 +31,7 @@ def gunicorn_server(mysql_database: str, redis_prefix: str, tmp_path: Path) -> I
         "DATABASE_URL": mysql_database,
         "REDIS_URL": REDIS_URL,
         "REDIS_KEY_PREFIX": redis_prefix,
+        "SITE_URL": f"http://127.0.0.1:{port}",
         "GUNICORN_BIND": f"127.0.0.1:{port}",
         "GUNICORN_WORKERS": "2",
         "GUNICORN_ACCESS_LOG": str(tmp_path / "access.log"),

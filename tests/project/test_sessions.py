@@ -30,7 +30,7 @@ def test_session_round_trip_and_cookie_flags(app: Flask) -> None:
 
 
 def test_production_cookie_is_secure(make_app) -> None:  # type: ignore[no-untyped-def]
-    app = make_app("production", SECRET_KEY="s" * 48)
+    app = make_app("production", SECRET_KEY="s" * 48, SITE_URL="https://localhost")
     cookie = session_cookie(app.test_client().get("/_probe/session?value=x"))
     assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
 

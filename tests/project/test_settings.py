@@ -41,12 +41,33 @@ def test_production_refuses_a_short_secret_key(tmp_path: Path) -> None:
 
 
 def test_production_hardens_cookies_and_transport(tmp_path: Path) -> None:
-    config = settings(tmp_path, "production", SECRET_KEY=GOOD_SECRET)
+    config = settings(tmp_path, "production", SECRET_KEY=GOOD_SECRET, SITE_URL="https://a.example")
     assert config["SESSION_COOKIE_SECURE"] is True
     assert config["SESSION_COOKIE_HTTPONLY"] is True
     assert config["SESSION_COOKIE_SAMESITE"] == "Lax"
     assert config["HSTS_SECONDS"] >= 31536000
     assert config["DEBUG"] is False
+
+
+def test_production_refuses_to_start_without_site_url(tmp_path: Path) -> None:
+    """Stops a production site from building emailed links out of the request's Host."""
+    message = error_of(tmp_path, "production", SECRET_KEY=GOOD_SECRET)
+    assert message.startswith("SITE_URL is not set")
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["example.com", "ftp://example.com", "https://", "https://a.example/?x=1", "http://a:b"],
+)
+def test_a_malformed_site_url_is_refused(tmp_path: Path, value: str) -> None:
+    assert error_of(tmp_path, SITE_URL=value).startswith("SITE_URL: ")
+
+
+def test_the_site_url_host_is_trusted_and_links_are_built_on_it(tmp_path: Path) -> None:
+    config = settings(tmp_path, SITE_URL="https://Files.Example.com/", TRUSTED_HOSTS="a.example")
+    assert config["SITE_URL"] == "https://files.example.com"
+    assert config["TRUSTED_HOSTS"] == ["a.example", "files.example.com"]
+    assert settings(tmp_path)["TRUSTED_HOSTS"] == ["localhost", "127.0.0.1"]
 
 
 def test_development_generates_a_secret_once_and_keeps_it_private(tmp_path: Path) -> None:

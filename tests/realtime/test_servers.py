@@ -149,6 +149,7 @@ def server_env(
         assert mysql_url and prefix
         env.update(
             APP_ENV="production",
+            SITE_URL="http://127.0.0.1",
             DATABASE_URL=mysql_url,
             REDIS_URL=REDIS_URL,
             REDIS_KEY_PREFIX=prefix,
@@ -217,7 +218,7 @@ def test_a_bad_handshake_gets_an_http_error(server: Server) -> None:
         connect(server.ws + "/ws/echo", origin="http://evil.example")  # type: ignore[arg-type]
     assert refused.value.response.status_code == 403
     with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1]))) as sock:
-        sock.sendall(b"GET /ws/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(b"GET /ws/echo HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert sock.recv(200).startswith(b"HTTP/1.1 426")
 
 
