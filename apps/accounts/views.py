@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 import secrets
+import time
 from datetime import timedelta
 
 from flask import (
@@ -35,9 +38,12 @@ from apps.accounts.login import client_ip, is_safe_next, log_in, log_out
 from apps.accounts.passwords import hash_password, needs_rehash, verify_password
 from apps.accounts.throttle import login_limits, register_limits, reset_limits
 from project.auth import login_required
+from project.background import run_later
+from project.links import site_url_for
 from project.mail import MailError, send_mail
 
 Page = str | Response | tuple[str, int]
+log = logging.getLogger(__name__)
 
 
 @bp.route("/register", methods=["GET", "POST"])
@@ -229,7 +235,7 @@ def send_reset_link(user: models.User) -> None:
     token = secrets.token_urlsafe(32)
     lifetime = timedelta(seconds=current_app.config["PASSWORD_RESET_SECONDS"])
     models.create_reset_token(user.id, _token_hash(token), lifetime)
-    link = url_for("accounts.reset_password", token=token, _external=True)
+    link = site_url_for("accounts.reset_password", token=token)
     minutes = int(lifetime.total_seconds() // 60)
     send_mail(
         user.email,
@@ -241,23 +247,37 @@ def send_reset_link(user: models.User) -> None:
     )
 
 
+def _mail_reset_link(email: str, ip: str, retry_delays: tuple[float, ...] = (1.0, 4.0)) -> None:
+    """Mail a reset link if *email* has an active account (run after the response)."""
+    user = models.get_user_by_login(email)
+    if user is None or not user.is_active:
+        return
+    for delay in (*retry_delays, None):
+        try:
+            send_reset_link(user)
+        except MailError as exc:
+            if delay is None:
+                log.error("password reset email for user %d not sent: %s", user.id, exc)
+                return
+            log.warning("password reset email for user %d failed (%s); retrying", user.id, exc)
+            time.sleep(delay)
+        else:
+            break
+    models.audit("user.reset_requested", actor_id=None, target_user_id=user.id, ip=ip)
+
+
 @bp.route("/password/reset", methods=["GET", "POST"])
 @reset_limits
 def reset_request() -> Page:
     """Ask for a reset link; the answer is the same whether or not the email has an account."""
     form = ResetRequestForm()
     if form.validate_on_submit():
-        user = models.get_user_by_login(form.email.data)
-        if user is not None and user.is_active:
-            try:
-                send_reset_link(user)
-            except MailError:
-                current_app.logger.exception("password reset email failed")
-                flash("We could not send the email just now. Please try again later.", "error")
-                return render_template("accounts/reset_request.html", form=form), 503
-            models.audit(
-                "user.reset_requested", actor_id=None, target_user_id=user.id, ip=client_ip()
-            )
+        # Looking the account up, storing a token and mailing happen after the answer, so
+        # the answer takes the same time whether or not the email has an account.
+        run_later(
+            functools.partial(_mail_reset_link, form.email.data, client_ip()),
+            "password reset email",
+        )
         flash("If an account uses that email, a link to reset its password is on its way.", "info")
         return redirect(url_for("accounts.login"))
     return render_template("accounts/reset_request.html", form=form), 400 if form.errors else 200

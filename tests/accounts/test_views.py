@@ -25,6 +25,7 @@ from markupsafe import escape
 from apps.accounts import models
 from apps.accounts.forms import MESSAGES
 from apps.accounts.passwords import verify_password
+from project.background import get_queue
 from project.db import utcnow
 from project.extensions import db
 from tests.conftest import CSRF_META, PASSWORD, Outbox, create_account, csrf_token, log_in
@@ -44,7 +45,9 @@ SCRIPT = "<script>alert(1)</script>"
 ESCAPED_SCRIPT = "&lt;script&gt;alert(1)&lt;/script&gt;"
 API_KEY = re.compile(r"fmk_[0-9a-f]{16}_[A-Za-z0-9_-]{43}")
 REVOKE_ACTION = re.compile(r'action="/accounts/profile/keys/(\d+)/revoke"')
-RESET_LINK = re.compile(r"http://localhost(/accounts/password/reset/[A-Za-z0-9_-]+)")
+RESET_LINK = re.compile(
+    r"http://127\.0\.0\.1:5000(/accounts/password/reset/[A-Za-z0-9_-]+)"
+)  # SITE_URL
 TOKENS = re.compile(r'(name="csrf-token" content="|name="csrf_token" type="hidden" value=")[^"]+')
 
 
@@ -944,7 +947,10 @@ def mail_app(make_app: MakeApp, smtp_outbox: Outbox) -> Flask:
 
 
 def request_reset(client: FlaskClient, email: str) -> Any:
-    return submit(client, "/accounts/password/reset", email=email)
+    """Ask for a reset link, then wait for the mail that is sent after the answer."""
+    response = submit(client, "/accounts/password/reset", email=email)
+    assert get_queue(client.application).drain(timeout=30)
+    return response
 
 
 def reset_path(outbox: Outbox) -> str:
@@ -969,6 +975,47 @@ def test_a_reset_request_emails_one_link(mail_app: Flask, smtp_outbox: Outbox) -
     assert reset_path(smtp_outbox).startswith("/accounts/password/reset/")
 
 
+@pytest.mark.parametrize(
+    ("settings", "headers"),
+    [
+        ({}, {"Host": "evil.example"}),
+        ({"TRUSTED_PROXIES": 1}, {"X-Forwarded-Host": "evil.example"}),
+    ],
+    ids=["host", "forwarded-host"],
+)
+def test_a_reset_request_for_a_foreign_host_is_refused(
+    make_app: MakeApp, smtp_outbox: Outbox, settings: dict[str, Any], headers: dict[str, str]
+) -> None:
+    """Stops host-header poisoning: a reset asked for with a forged Host (or X-Forwarded-Host
+    through a trusted proxy) would have mailed the victim a link to the attacker's server."""
+    app = make_app(**LIMITS, **smtp_outbox.settings, **settings)
+    with app.app_context():
+        create_account("alice")
+    client = app.test_client()
+    token = page_token(client.get("/accounts/password/reset"))
+    response = client.post(
+        "/accounts/password/reset",
+        data={"csrf_token": token, "email": "alice@example.com"},
+        headers=headers,
+    )
+    assert response.status_code == 400
+    assert "does not answer to that host" in response.get_data(as_text=True)
+    assert smtp_outbox.messages == []
+
+
+def test_the_reset_link_is_built_on_site_url_not_on_the_request_host(
+    make_app: MakeApp, smtp_outbox: Outbox
+) -> None:
+    """Stops the emailed link following whichever trusted host the request came to."""
+    app = make_app(**LIMITS, **smtp_outbox.settings, SITE_URL="https://accounts.example.com/")
+    with app.app_context():
+        create_account("alice")
+    assert request_reset(app.test_client(), "alice@example.com").status_code == 302
+    [message] = smtp_outbox.messages
+    assert "https://accounts.example.com/accounts/password/reset/" in message.get_content()
+    assert "localhost" not in message.get_content()
+
+
 def test_a_reset_request_for_an_unknown_email_looks_the_same_and_sends_nothing(
     mail_app: Flask, smtp_outbox: Outbox
 ) -> None:
@@ -983,6 +1030,64 @@ def test_a_reset_request_for_an_unknown_email_looks_the_same_and_sends_nothing(
     assert flash in known_client.get("/accounts/login").get_data(as_text=True)
     assert flash in unknown_client.get("/accounts/login").get_data(as_text=True)
     assert [m["To"] for m in smtp_outbox.messages] == ["alice@example.com"]
+
+
+def test_a_reset_request_answers_before_any_mail_is_sent(make_app: MakeApp) -> None:
+    """Stops account enumeration by timing: the answer for a real account used to wait for
+    the SMTP server (and a token insert) while an unknown email answered at once. Here the
+    SMTP server holds every message until released, and both answers still come back."""
+    import threading
+
+    from aiosmtpd.controller import Controller
+
+    from tests.conftest import free_port
+
+    release, received = threading.Event(), []
+
+    class SlowServer:
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            import asyncio
+
+            while not release.is_set():
+                await asyncio.sleep(0.05)
+            received.append(envelope.rcpt_tos)
+            return "250 Message accepted for delivery"
+
+    port = free_port()
+    controller = Controller(SlowServer(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        app = make_app(**LIMITS, MAIL_BACKEND="smtp", MAIL_SERVER="127.0.0.1", MAIL_PORT=port)
+        with app.app_context():
+            create_account("alice")
+        known = submit(app.test_client(), "/accounts/password/reset", email="alice@example.com")
+        unknown = submit(app.test_client(), "/accounts/password/reset", email="ghost@example.com")
+        assert known.status_code == unknown.status_code == 302
+        assert received == []  # both answered while the mail server still held the message
+        release.set()
+        assert get_queue(app).drain(timeout=30)
+        assert received == [["alice@example.com"]]
+    finally:
+        release.set()
+        controller.stop()
+
+
+@pytest.mark.slow
+def test_a_failed_reset_mail_is_logged_not_shown(
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An SMTP outage must not tell the asker (who may not own the account) anything."""
+    from tests.conftest import free_port
+
+    app = make_app(**LIMITS, MAIL_BACKEND="smtp", MAIL_SERVER="127.0.0.1", MAIL_PORT=free_port())
+    with app.app_context():
+        user_id = create_account("alice")
+    client = app.test_client()
+    response = submit(client, "/accounts/password/reset", email="alice@example.com")
+    assert response.status_code == 302
+    assert get_queue(app).drain(timeout=60)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any(f"password reset email for user {user_id} not sent" in e for e in errors)
 
 
 def test_a_deactivated_account_gets_no_reset_link(mail_app: Flask, smtp_outbox: Outbox) -> None:
