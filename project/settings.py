@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-
 from urllib.parse import urlsplit
 
 from project.urls import DatabaseURL, RedisURL, parse_site_url
