@@ -10,6 +10,8 @@ reset a password for hashes to improve.
 from __future__ import annotations
 
 import gzip
+import os
+import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -21,6 +23,11 @@ from flask import current_app
 MIN_LENGTH = 8
 MAX_LENGTH = 128  # argon2 takes any length; a cap keeps a login from being a CPU sink
 COMMON_PASSWORDS = Path(__file__).parent / "data" / "common-passwords.txt.gz"
+#: argon2 hashes computed at once in one process. Each holds ``ARGON2_MEMORY_KIB``
+#: (64 MiB by default) and keeps a core busy, so more at once only adds memory: a
+#: burst of logins (32 gthread threads, thousands of greenlets) queues here instead.
+MAX_CONCURRENT_HASHES = os.cpu_count() or 2
+_hashing = threading.BoundedSemaphore(MAX_CONCURRENT_HASHES)
 
 
 @dataclass(frozen=True)
@@ -45,14 +52,16 @@ def _hasher() -> _Hasher:
 
 
 def hash_password(password: str) -> str:
-    return _hasher().hasher.hash(password)
+    with _hashing:
+        return _hasher().hasher.hash(password)
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     """Check a password against a stored hash in constant time; ``None`` means no such user."""
     hasher = _hasher()
     try:
-        matched = hasher.hasher.verify(password_hash or hasher.dummy_hash, password)
+        with _hashing:
+            matched = hasher.hasher.verify(password_hash or hasher.dummy_hash, password)
     except (VerificationError, InvalidHashError):
         return False
     return matched and password_hash is not None

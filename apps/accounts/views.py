@@ -23,7 +23,7 @@ from flask import (
 )
 from werkzeug.wrappers import Response
 
-from apps.accounts import apikeys, bp, models, user_sessions
+from apps.accounts import apikeys, bp, models, throttle, user_sessions
 from apps.accounts.forms import (
     MESSAGES,
     ApiKeyForm,
@@ -36,7 +36,7 @@ from apps.accounts.forms import (
 )
 from apps.accounts.login import client_ip, is_safe_next, log_in, log_out
 from apps.accounts.passwords import hash_password, needs_rehash, verify_password
-from apps.accounts.throttle import login_limits, register_limits, reset_limits
+from apps.accounts.throttle import register_limits, reset_limits
 from project.auth import login_required
 from project.background import run_later
 from project.links import site_url_for
@@ -69,7 +69,6 @@ def register() -> Page:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@login_limits
 def login() -> Page:
     """Log in with a username or email; ``next`` may only point back into this site."""
     form = LoginForm()
@@ -77,6 +76,10 @@ def login() -> Page:
         form.next.data = request.args.get("next", "")
     if form.validate_on_submit():
         user = models.get_user_by_login(form.login.data)
+        try:
+            attempt = throttle.take_login_attempt(form.login.data, user.id if user else None)
+        except throttle.LoginThrottled as exc:
+            return throttle.throttled_page(exc.reset_at)
         stored = models.get_password_hash(user.id) if user else None
         # verify_password spends the same time when there is no such user.
         if not verify_password(stored, form.password.data) or user is None:
@@ -90,12 +93,15 @@ def login() -> Page:
             models.record_login_attempt(form.login.data, user.id, client_ip(), succeeded=False)
             form.login.errors.append(MESSAGES["inactive"])
         else:
+            attempt.succeeded()
             if stored and needs_rehash(stored):
                 models.set_password_hash(user.id, hash_password(form.password.data))
             models.record_login_attempt(form.login.data, user.id, client_ip(), succeeded=True)
             log_in(user, remember=form.remember.data)
             target = form.next.data if is_safe_next(form.next.data) else url_for("core.home")
-            return redirect(target)
+            response = redirect(target)
+            throttle.remember_device(response, user.id)
+            return response
     status = 401 if g.get("login_failed") else 400 if form.errors else 200
     return render_template("accounts/login.html", form=form), status
 

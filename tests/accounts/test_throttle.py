@@ -129,8 +129,10 @@ def test_successful_logins_do_not_count(make_app: MakeApp) -> None:
     assert browser.log_in(name).status_code == 401
     for _ in range(4):
         assert browser.log_in(name, PASSWORD).status_code == 302
-    assert browser.log_in(name).status_code == 401  # the third failure, not the seventh attempt
-    assert_throttled(browser.log_in(name, PASSWORD))
+    # This browser now has a device cookie: a stranger's failure is the account's third.
+    stranger = Browser(app)
+    assert stranger.log_in(name).status_code == 401  # the third failure, not the seventh attempt
+    assert_throttled(stranger.log_in(name, PASSWORD))
 
 
 @pytest.mark.slow
@@ -226,3 +228,101 @@ def test_apps_with_different_key_prefixes_keep_separate_counts(make_app: MakeApp
     prefix = first.config["REDIS_KEY_PREFIX"] + "other:"
     second = make_app(**ACCOUNT_LIMIT, REDIS_KEY_PREFIX=prefix)  # same database, same user
     assert Browser(second).log_in(name, PASSWORD).status_code == 302
+
+
+def test_simultaneous_guesses_are_counted_before_any_password_is_checked(
+    make_app: MakeApp,
+) -> None:
+    """Stops a burst racing the limiter: 20 wrong passwords sent at once for one account were
+    all checked (every one answered 401) against a limit of 3, since the count came after."""
+    import threading
+
+    app = make_app(**ACCOUNT_LIMIT)
+    name = unique("alice")
+    with app.app_context():
+        create_account(name)
+    browsers = [Browser(app) for _ in range(20)]
+    for browser in browsers:  # each has its page and token before the burst
+        match = CSRF_META.search(browser.client.get("/accounts/login").get_data(as_text=True))
+        assert match
+        browser.token = match.group(1)
+    start, statuses = threading.Barrier(len(browsers)), []
+
+    def guess(browser: Browser) -> None:
+        start.wait()
+        statuses.append(browser.log_in(name).status_code)
+
+    threads = [threading.Thread(target=guess, args=(b,)) for b in browsers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(statuses) == [401] * 3 + [429] * 17
+
+
+def test_the_owners_browser_is_not_locked_out_by_strangers(make_app: MakeApp) -> None:
+    """Stops anyone locking the owner out: strangers' failures lock the account for browsers
+    without a device cookie, while the owner's browser, which signed in before, still can."""
+    app = make_app(**ACCOUNT_LIMIT)
+    name = unique("alice")
+    with app.app_context():
+        create_account(name)
+    owner = Browser(app)
+    assert owner.log_in(name, PASSWORD).status_code == 302  # gets the device cookie
+    owner.client.post("/accounts/logout", data={"csrf_token": owner_token(owner)})
+    attacker = Browser(app)
+    for _ in range(3):
+        assert attacker.log_in(name).status_code == 401
+    assert_throttled(attacker.log_in(name, PASSWORD))
+    assert_throttled(Browser(app).log_in(name, PASSWORD))  # any browser without the cookie
+    assert owner.log_in(name, PASSWORD).status_code == 302
+    assert owner.whoami() == name
+
+
+def test_a_device_cookie_has_its_own_allowance(make_app: MakeApp) -> None:
+    """Stops a stolen or guessing device from bypassing throttling: its failures count
+    against its own cookie, which locks after the account limit."""
+    app = make_app(**ACCOUNT_LIMIT)
+    name = unique("alice")
+    with app.app_context():
+        create_account(name)
+    owner = Browser(app)
+    assert owner.log_in(name, PASSWORD).status_code == 302
+    owner.client.post("/accounts/logout", data={"csrf_token": owner_token(owner)})
+    for _ in range(3):
+        assert owner.log_in(name).status_code == 401
+    assert_throttled(owner.log_in(name, PASSWORD))
+    assert Browser(app).log_in(name, PASSWORD).status_code == 302  # the account is still open
+
+
+def test_a_forged_device_cookie_counts_as_a_stranger(make_app: MakeApp) -> None:
+    app = make_app(**ACCOUNT_LIMIT)
+    name = unique("alice")
+    with app.app_context():
+        create_account(name)
+    attacker = Browser(app)
+    attacker.client.set_cookie("device", "W1sxLCJhYmMiXV0.forged", path="/accounts/login")
+    for _ in range(3):
+        assert attacker.log_in(name).status_code == 401
+    assert_throttled(attacker.log_in(name, PASSWORD))
+
+
+def test_the_device_cookie_is_signed_http_only_and_sent_only_to_the_login(
+    make_app: MakeApp,
+) -> None:
+    app = make_app(**ACCOUNT_LIMIT)
+    name = unique("alice")
+    with app.app_context():
+        create_account(name)
+    browser = Browser(app)
+    response = browser.log_in(name, PASSWORD)
+    [cookie] = [c for c in response.headers.getlist("Set-Cookie") if c.startswith("device=")]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    assert "Path=/accounts/login" in cookie
+    assert str(name) not in cookie  # it names the account by id, signed
+
+
+def owner_token(browser: Browser) -> str:
+    match = CSRF_META.search(browser.client.get("/accounts/profile").get_data(as_text=True))
+    assert match
+    return match.group(1)
