@@ -146,6 +146,14 @@ def create_user(username: str, email: str, password_hash: str, *, is_admin: bool
 
 
 def set_password_hash(user_id: int, password_hash: str) -> None:
+    """A new password: open reset links die with the old one (they could undo the change)."""
+    with db.transaction():
+        db.execute("UPDATE users SET password_hash = %s WHERE id = %s", (password_hash, user_id))
+        void_reset_tokens(user_id)
+
+
+def store_rehashed_password(user_id: int, password_hash: str) -> None:
+    """The same password hashed with new parameters (at login): reset links stay open."""
     db.execute("UPDATE users SET password_hash = %s WHERE id = %s", (password_hash, user_id))
 
 
@@ -154,10 +162,15 @@ def record_login(user_id: int) -> None:
 
 
 def update_email(user_id: int, email: str) -> None:
+    """A new address: links mailed to the old one stop working (it may be the attacker's)."""
     if email_taken(email, exclude_id=user_id):
         raise DuplicateUser("email")
     try:
-        db.execute("UPDATE users SET email = %s WHERE id = %s", (normalize_email(email), user_id))
+        with db.transaction():
+            db.execute(
+                "UPDATE users SET email = %s WHERE id = %s", (normalize_email(email), user_id)
+            )
+            void_reset_tokens(user_id)
     except IntegrityError as exc:
         raise DuplicateUser("email") from exc
 
@@ -374,16 +387,20 @@ def dashboard_counts() -> dict[str, int]:
 def create_reset_token(user_id: int, token_hash: str, lifetime: timedelta) -> None:
     now = utcnow()
     with db.transaction():
-        # One live link at a time: a new request voids the earlier ones.
-        db.execute(
-            "UPDATE password_reset_tokens SET used_at = %s WHERE user_id = %s AND used_at IS NULL",
-            (now, user_id),
-        )
+        void_reset_tokens(user_id)  # one live link at a time: a new request voids the others
         db.execute(
             "INSERT INTO password_reset_tokens (user_id, token_hash, created_at, expires_at)"
             " VALUES (%s, %s, %s, %s)",
             (user_id, token_hash, now, now + lifetime),
         )
+
+
+def void_reset_tokens(user_id: int) -> None:
+    """Every open reset link of the user stops working."""
+    db.execute(
+        "UPDATE password_reset_tokens SET used_at = %s WHERE user_id = %s AND used_at IS NULL",
+        (utcnow(), user_id),
+    )
 
 
 def consume_reset_token(token_hash: str) -> int | None:

@@ -21,6 +21,7 @@ from flask import (
     session,
     url_for,
 )
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.wrappers import Response
 
 from apps.accounts import apikeys, bp, models, throttle, user_sessions
@@ -39,6 +40,7 @@ from apps.accounts.passwords import hash_password, needs_rehash, verify_password
 from apps.accounts.throttle import register_limits, reset_limits
 from project.auth import login_required
 from project.background import run_later
+from project.forms import Form
 from project.links import site_url_for
 from project.mail import MailError, send_mail
 
@@ -95,7 +97,7 @@ def login() -> Page:
         else:
             attempt.succeeded()
             if stored and needs_rehash(stored):
-                models.set_password_hash(user.id, hash_password(form.password.data))
+                models.store_rehashed_password(user.id, hash_password(form.password.data))
             models.record_login_attempt(form.login.data, user.id, client_ip(), succeeded=True)
             log_in(user, remember=form.remember.data)
             target = form.next.data if is_safe_next(form.next.data) else url_for("core.home")
@@ -302,15 +304,56 @@ def reset_password(token: str) -> Page:
         if models.consume_reset_token(digest) != user.id:  # used a moment ago by another request
             return render_template("accounts/reset_invalid.html"), 404
         models.set_password_hash(user.id, hash_password(form.password.data))
-        user_sessions.end_all_sessions(user.id)
+        ended = user_sessions.end_all_sessions(user.id)
         models.audit(
             "user.password_reset", actor_id=user.id, target_user_id=user.id, ip=client_ip()
         )
-        flash("Your password has been reset. Log in with the new one.", "success")
-        return redirect(url_for("accounts.login"))
+        keys = [key for key in apikeys.list_keys(user.id) if key.active]
+        if not keys:
+            flash("Your password has been reset. Log in with the new one.", "success")
+            return redirect(url_for("accounts.login"))
+        # Whoever had the old password may also have made keys: show them, one click to revoke.
+        grant = _revoke_grants().dumps(user.id)
+        page = render_template(
+            "accounts/reset_done.html", keys=keys, ended=ended, grant=grant, form=Form()
+        )
+        return _private(make_response(page, 200))
     response = make_response(
         render_template("accounts/reset_password.html", form=form), 400 if form.errors else 200
     )
+    return _private(response)
+
+
+def _private(response: Response) -> Response:
     response.headers["Referrer-Policy"] = "no-referrer"  # the token is in this page's URL
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+REVOKE_GRANT_SECONDS = 900  # the "revoke all keys" button after a reset works this long
+
+
+def _revoke_grants() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.secret_key, salt="accounts.reset-revoke-keys")  # type: ignore[arg-type]
+
+
+@bp.post("/password/reset/keys")
+def reset_revoke_keys() -> Page:
+    """After a reset: revoke every API key of the account in one click (no login needed)."""
+    form = Form()
+    if not form.validate_on_submit():
+        abort(400)
+    try:
+        user_id = _revoke_grants().loads(
+            request.form.get("grant", ""), max_age=REVOKE_GRANT_SECONDS
+        )
+    except BadSignature:
+        return render_template("accounts/reset_invalid.html"), 404
+    revoked = apikeys.revoke_all(int(user_id))
+    models.audit("apikey.revoke_all", actor_id=user_id, target_user_id=user_id, ip=client_ip())
+    flash(
+        f"Your password has been reset and {revoked} API key(s) revoked. Log in with the new "
+        "password.",
+        "success",
+    )
+    return redirect(url_for("accounts.login"))

@@ -22,7 +22,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from markupsafe import escape
 
-from apps.accounts import models
+from apps.accounts import apikeys, models
 from apps.accounts.forms import MESSAGES
 from apps.accounts.passwords import verify_password
 from project.background import get_queue
@@ -1232,3 +1232,74 @@ def test_a_session_ends_after_its_absolute_lifetime_even_when_busy(make_app: Mak
         whoami(client)
         time.sleep(0.4)
     assert whoami(client) is None
+
+
+def set_new_password(client: FlaskClient, path: str) -> Any:
+    page = client.get(path)
+    data = {"csrf_token": page_token(page), "password": NEW_PASSWORD, "confirm": NEW_PASSWORD}
+    return client.post(path, data=data)
+
+
+def test_a_password_change_voids_open_reset_links(mail_app: Flask, smtp_outbox: Outbox) -> None:
+    """Stops a reset link (maybe in an attacker's hands) undoing a later password change."""
+    with mail_app.app_context():
+        create_account("alice")
+    request_reset(mail_app.test_client(), "alice@example.com")
+    path = reset_path(smtp_outbox)
+    assert change_password(logged_in_client(mail_app), PASSWORD, NEW_PASSWORD).status_code == 302
+    assert mail_app.test_client().get(path).status_code == 404
+    assert set_new_password(mail_app.test_client(), path).status_code == 404
+    assert password_is(mail_app, "alice", NEW_PASSWORD)
+
+
+def test_an_email_change_voids_open_reset_links(mail_app: Flask, smtp_outbox: Outbox) -> None:
+    """Stops a link mailed to the old (perhaps compromised) address working after the change."""
+    with mail_app.app_context():
+        create_account("alice")
+    request_reset(mail_app.test_client(), "alice@example.com")
+    path = reset_path(smtp_outbox)
+    client = logged_in_client(mail_app)
+    assert submit(client, "/accounts/profile", email="new-alice@example.com").status_code == 302
+    assert mail_app.test_client().get(path).status_code == 404
+
+
+def test_after_a_reset_the_api_keys_are_shown_with_one_click_to_revoke_them(
+    mail_app: Flask, smtp_outbox: Outbox
+) -> None:
+    """Stops a reset leaving an intruder's API keys working unseen: the page after the reset
+    lists every live key, and one button revokes them all."""
+    with mail_app.app_context():
+        user_id = create_account("alice")
+        _, secret = apikeys.create_key(user_id, "made by someone")
+    assert (
+        mail_app.test_client()
+        .get("/api/transfer/uploads", headers={"Authorization": f"Bearer {secret}"})
+        .status_code
+        != 401
+    )
+    request_reset(mail_app.test_client(), "alice@example.com")
+    browser = mail_app.test_client()
+    done = set_new_password(browser, reset_path(smtp_outbox))
+    assert done.status_code == 200
+    page = done.get_data(as_text=True)
+    assert "made by someone" in page and secret.split("_")[1] in page
+    assert done.headers["Cache-Control"] == "no-store"
+    grant = re.search(r'name="grant" value="([^"]+)"', page)
+    assert grant
+    revoked = browser.post(
+        "/accounts/password/reset/keys",
+        data={"csrf_token": page_token(done), "grant": grant.group(1)},
+    )
+    assert revoked.status_code == 302 and revoked.headers["Location"] == "/accounts/login"
+    assert "1 API key(s) revoked" in browser.get("/accounts/login").get_data(as_text=True)
+    assert (
+        mail_app.test_client()
+        .get("/api/transfer/uploads", headers={"Authorization": f"Bearer {secret}"})
+        .status_code
+        == 401
+    )
+    forged = browser.post(
+        "/accounts/password/reset/keys",
+        data={"csrf_token": page_token(done), "grant": f"{user_id}.forged"},
+    )
+    assert forged.status_code == 404
