@@ -1,6 +1,6 @@
 """RFC 6455 WebSocket protocol, server side, sans I/O: bytes in, events out; events in, bytes out.
 
-Nothing here touches a socket. The server layer (:mod:`apps.realtime.server`)
+Nothing here touches a socket. The server layer (:mod:`project.websocket.server`)
 feeds received bytes to :meth:`Connection.receive_data`, handles the events
 from :meth:`Connection.events`, and writes :meth:`Connection.data_to_send` to
 the wire. That is what lets one protocol core run under werkzeug, gunicorn's
@@ -42,8 +42,8 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from apps.realtime.deflate import DecompressionTooLarge, PerMessageDeflate, deflate_bound
 from ext.frames import apply_mask
+from project.websocket.deflate import DecompressionTooLarge, PerMessageDeflate, deflate_bound
 
 
 class Opcode(enum.IntEnum):

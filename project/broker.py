@@ -37,7 +37,7 @@ from typing import Any
 import redis
 from flask import Flask, current_app
 
-from apps.realtime.protocol import PreparedText
+from project.websocket.protocol import PreparedText
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from apps.realtime.broker import LocalBroker, get_broker
-from apps.realtime.protocol import PreparedText
+from project.broker import LocalBroker, get_broker
+from project.websocket.protocol import PreparedText
 
 ROOM = "lobby"
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from apps.realtime.protocol import (
+from project.websocket.protocol import (
     BinaryMessage,
     Close,
     Connection,

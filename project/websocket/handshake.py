@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from apps.realtime.deflate import PerMessageDeflate, negotiate
+from project.websocket.deflate import PerMessageDeflate, negotiate
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 

@@ -1,6 +1,6 @@
 """WebSocket serving inside a Flask view, on whichever server runs the app.
 
-The protocol (:mod:`apps.realtime.protocol`) does no I/O; this module drives
+The protocol (:mod:`project.websocket.protocol`) does no I/O; this module drives
 it over the raw client socket that the server exposes in the WSGI environ:
 
 * werkzeug's dev server (``manage.py runserver``): ``environ["werkzeug.socket"]``;
@@ -33,8 +33,8 @@ from typing import Any
 
 from flask import Response, current_app, request
 
-from apps.realtime import handshake
-from apps.realtime.protocol import (
+from project.websocket import handshake
+from project.websocket.protocol import (
     BinaryMessage,
     Close,
     CloseCode,
