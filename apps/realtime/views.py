@@ -6,6 +6,7 @@ from flask import abort, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from apps.realtime import bp, chat, models, ws_bp
+from apps.realtime.exceptions import RoomExists
 from apps.realtime.forms import RoomForm
 from project.auth import login_required
 from project.extensions import db
@@ -20,7 +21,7 @@ def rooms() -> str | Response | tuple[str, int]:
     if form.validate_on_submit():
         try:
             room = models.create_room(form.name.data, g.user.id)
-        except models.RoomExists:
+        except RoomExists:
             form.name.errors.append("A room with this name already exists.")
         else:
             return redirect(url_for("realtime.room", name=room.name))

@@ -4,7 +4,8 @@ Modules: :mod:`~project.websocket.handshake` (the opening handshake),
 :mod:`~project.websocket.protocol` (frames and closing, sans I/O),
 :mod:`~project.websocket.deflate` (permessage-deflate) and
 :mod:`~project.websocket.server` (one socket driven inside a Flask view, under
-werkzeug, gunicorn threads or gevent). An app's view answers an upgrade with
+werkzeug, gunicorn threads or gevent); :mod:`~project.websocket.exceptions`
+draws the one tree of its errors. An app's view answers an upgrade with
 ``return serve(handler)``.
 
 Blueprint: ``websocket`` (at ``/ws``): ``/ws/echo``, on when ``WEBSOCKET_ECHO`` is.
@@ -14,14 +15,23 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask
 
+from project.websocket.exceptions import (
+    ConnectionClosed,
+    HandshakeError,
+    ProtocolError,
+    WebSocketError,
+)
 from project.websocket.protocol import CloseCode, PreparedText
-from project.websocket.server import ConnectionClosed, WebSocket, close_all, serve
+from project.websocket.server import WebSocket, close_all, serve
 
 __all__ = [
     "CloseCode",
     "ConnectionClosed",
+    "HandshakeError",
     "PreparedText",
+    "ProtocolError",
     "WebSocket",
+    "WebSocketError",
     "close_all",
     "init_app",
     "serve",

@@ -7,7 +7,8 @@ from werkzeug.wrappers import Response
 
 from project.extensions import db
 from project.websocket import bp
-from project.websocket.server import ConnectionClosed, WebSocket, serve
+from project.websocket.exceptions import ConnectionClosed
+from project.websocket.server import WebSocket, serve
 
 
 def _echo(ws: WebSocket) -> None:

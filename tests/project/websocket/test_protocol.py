@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from project.websocket.exceptions import ProtocolError
 from project.websocket.protocol import (
     BinaryMessage,
     Close,
@@ -21,7 +22,6 @@ from project.websocket.protocol import (
     Ping,
     Pong,
     PreparedText,
-    ProtocolError,
     State,
     TextMessage,
 )
