@@ -1,10 +1,11 @@
-"""Process shutdown hooks: let apps say goodbye to long-lived clients before the process ends.
+"""Process shutdown hooks: say goodbye to long-lived clients before the process ends.
 
-The realtime app registers a hook that sends every open WebSocket a 1001
-("going away") close frame. The hooks run when the server is told to stop:
-``manage.py runserver`` on Ctrl-C, and gunicorn workers on SIGTERM/SIGINT/
-SIGQUIT (``gunicorn.conf.py`` installs :func:`install_signal_handlers` in each
-worker, chained in front of gunicorn's own handlers).
+The WebSocket stack (:mod:`project.websocket`) registers a hook that sends
+every open WebSocket a 1001 ("going away") close frame. The hooks run when the
+server is told to stop: ``manage.py runserver`` on Ctrl-C, and gunicorn workers
+on SIGTERM/SIGINT/SIGQUIT (``gunicorn.conf.py`` installs
+:func:`install_signal_handlers` in each worker, chained in front of gunicorn's
+own handlers).
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ class Config:
     ARGON2_MEMORY_KIB = 65536
     ARGON2_PARALLELISM = 4
 
-    # WebSockets (apps/realtime). Cookies authenticate sockets, so only this site's
+    # WebSockets (project/websocket). Cookies authenticate sockets, so only this site's
     # pages (and the origins listed here) may open one.
     WEBSOCKET_ALLOWED_ORIGINS: tuple[str, ...] = ()
     WEBSOCKET_COMPRESSION = False  # permessage-deflate, when a client offers it

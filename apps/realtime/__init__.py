@@ -1,6 +1,8 @@
-"""realtime: our own RFC 6455 WebSocket server, and chat rooms that work across workers.
+"""realtime: chat rooms that work across workers, over the project's WebSocket stack.
 
-Blueprints: ``realtime`` (pages, at ``/realtime``) and ``ws`` (sockets, at ``/ws``).
+Blueprints: ``realtime`` (pages, at ``/realtime``) and ``ws`` (room sockets, at ``/ws``).
+The sockets themselves (:mod:`project.websocket`) and the fan-out between
+workers (:mod:`project.broker`) are project services.
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ ws_bp = Blueprint("ws", __name__)
 
 
 def init_app(app: Flask) -> None:
-    from apps.realtime import server, views  # noqa: F401
-    from project.lifecycle import on_shutdown
+    from apps.realtime import views  # noqa: F401
     from project.migrations import register_migrations
     from project.views import add_nav_item
 
@@ -23,4 +24,3 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp, url_prefix="/realtime")
     app.register_blueprint(ws_bp, url_prefix="/ws")
     add_nav_item(app, "Chat", "realtime.rooms")
-    on_shutdown(server.close_all)

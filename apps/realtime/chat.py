@@ -19,10 +19,9 @@ from flask import current_app
 from limits import parse
 
 from apps.realtime import models
-from apps.realtime.broker import get_broker
-from apps.realtime.protocol import PreparedText
-from apps.realtime.server import ConnectionClosed, WebSocket
+from project.broker import get_broker
 from project.extensions import db, limiter
+from project.websocket import ConnectionClosed, PreparedText, WebSocket
 
 MISSED_LIMIT = 500  # messages sent to a reconnecting client at most; older ones on scroll
 

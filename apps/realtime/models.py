@@ -7,14 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from apps.realtime.exceptions import RoomExists
 from project.db import IntegrityError, utcnow
 from project.extensions import db
 
 ROOM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}\Z")
-
-
-class RoomExists(Exception):
-    pass
 
 
 @dataclass(frozen=True)

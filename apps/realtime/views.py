@@ -1,15 +1,16 @@
-"""Chat pages and the WebSocket endpoints (room sockets and the conformance echo)."""
+"""Chat pages and the room sockets."""
 
 from __future__ import annotations
 
-from flask import abort, current_app, g, redirect, render_template, request, url_for
+from flask import abort, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from apps.realtime import bp, chat, models, ws_bp
+from apps.realtime.exceptions import RoomExists
 from apps.realtime.forms import RoomForm
-from apps.realtime.server import ConnectionClosed, WebSocket, serve
 from project.auth import login_required
 from project.extensions import db
+from project.websocket import serve
 
 
 @bp.route("/", methods=["GET", "POST"])
@@ -20,7 +21,7 @@ def rooms() -> str | Response | tuple[str, int]:
     if form.validate_on_submit():
         try:
             room = models.create_room(form.name.data, g.user.id)
-        except models.RoomExists:
+        except RoomExists:
             form.name.errors.append("A room with this name already exists.")
         else:
             return redirect(url_for("realtime.room", name=room.name))
@@ -54,21 +55,3 @@ def room_socket(name: str) -> Response:
     user = g.user
     db.release()  # the socket may stay open for hours: hold no pooled connection meanwhile
     return serve(lambda ws: chat.run_room(ws, found, user, after))
-
-
-def _echo(ws: WebSocket) -> None:
-    for message in ws:
-        try:
-            ws.send(message)
-        except ConnectionClosed:
-            return
-
-
-@ws_bp.get("/echo", websocket=True)
-@ws_bp.get("/echo")
-def echo() -> Response:
-    """Echo every message back: for conformance suites (off in production by default)."""
-    if not current_app.config["WEBSOCKET_ECHO"]:
-        abort(404)
-    db.release()
-    return serve(_echo)

@@ -16,8 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from apps.realtime.deflate import PerMessageDeflate
-from apps.realtime.protocol import (
+from ext import _frames_py
+from project.websocket.deflate import PerMessageDeflate
+from project.websocket.protocol import (
     BinaryMessage,
     Close,
     Connection,
@@ -28,8 +29,7 @@ from apps.realtime.protocol import (
     State,
     TextMessage,
 )
-from ext import _frames_py
-from tests.realtime.test_protocol import (
+from tests.project.websocket.test_protocol import (
     BINARY,
     CLOSE,
     CONTINUATION,

@@ -19,7 +19,7 @@ from websockets.sync.client import connect
 
 from tests.conftest import PASSWORD, free_port
 from tests.realtime.test_chat import login_cookie, receive, wait_online
-from tests.realtime.test_servers import ROOT, Server, server_env, start_server
+from tests.servers import ROOT, Server, server_env, start_server
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ import zlib
 
 import pytest
 
-from apps.realtime.deflate import PerMessageDeflate, negotiate
-from apps.realtime.protocol import BinaryMessage, Connection, Ping, PreparedText, TextMessage
-from tests.realtime.test_protocol import (
+from project.websocket.deflate import PerMessageDeflate, negotiate
+from project.websocket.protocol import BinaryMessage, Connection, Ping, PreparedText, TextMessage
+from tests.project.websocket.test_protocol import (
     BINARY,
     CLOSE,
     CONTINUATION,

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from apps.realtime.broker import LocalBroker, get_broker
-from apps.realtime.protocol import PreparedText
+from project.broker import Broker, MemoryPresence, get_broker
+from project.websocket.protocol import PreparedText
 
 ROOM = "lobby"
 
@@ -27,7 +27,7 @@ ROOM = "lobby"
 class Member:
     """One socket in a room: subscribed, then joined, as ``chat.run_room`` does."""
 
-    def __init__(self, broker: LocalBroker, username: str, room: str = ROOM) -> None:
+    def __init__(self, broker: Broker, username: str, room: str = ROOM) -> None:
         self.broker = broker
         self.room = room
         self.connection = uuid.uuid4().hex
@@ -63,26 +63,26 @@ def eventually(check: Callable[[], bool], timeout: float = 5) -> None:
         time.sleep(0.02)
 
 
-def quiet(broker: LocalBroker) -> None:
+def quiet(broker: Broker) -> None:
     """Wait long enough for any presence frame still due to have been sent."""
     time.sleep(broker.presence_interval * 3)
 
 
 @pytest.fixture
-def broker_for(make_app: Callable[..., Flask]) -> Callable[..., LocalBroker]:
-    def build(**settings: Any) -> LocalBroker:
+def broker_for(make_app: Callable[..., Flask]) -> Callable[..., Broker]:
+    def build(**settings: Any) -> Broker:
         return get_broker(make_app(**{"PRESENCE_INTERVAL": 0.1, **settings}))
 
     return build
 
 
-def needs_redis(broker: LocalBroker) -> None:
-    if type(broker) is LocalBroker:
+def needs_redis(broker: Broker) -> None:
+    if isinstance(broker.presence, MemoryPresence):
         pytest.skip("several workers share presence through Redis only")
 
 
 def test_filling_a_room_costs_each_socket_one_frame_per_interval_not_one_per_join(
-    broker_for: Callable[..., LocalBroker],
+    broker_for: Callable[..., Broker],
 ) -> None:
     broker = broker_for(PRESENCE_INTERVAL=0.2)
     users = [f"user{i:03}" for i in range(300)]
@@ -101,7 +101,7 @@ def test_filling_a_room_costs_each_socket_one_frame_per_interval_not_one_per_joi
 
 
 def test_a_presence_frame_carries_the_change_not_the_list(
-    broker_for: Callable[..., LocalBroker],
+    broker_for: Callable[..., Broker],
 ) -> None:
     broker = broker_for()
     alice = Member(broker, "alice")
@@ -118,7 +118,7 @@ def test_a_presence_frame_carries_the_change_not_the_list(
 
 
 def test_more_sockets_of_an_online_user_send_no_presence_frame(
-    broker_for: Callable[..., LocalBroker],
+    broker_for: Callable[..., Broker],
 ) -> None:
     broker = broker_for()
     tabs = [Member(broker, "alice") for _ in range(50)]
@@ -136,7 +136,7 @@ def test_more_sockets_of_an_online_user_send_no_presence_frame(
     assert bob.online == ["alice", "bob"]
 
 
-def test_leaving_forgets_the_room(broker_for: Callable[..., LocalBroker]) -> None:
+def test_leaving_forgets_the_room(broker_for: Callable[..., Broker]) -> None:
     broker = broker_for()
     members = [Member(broker, name) for name in ("alice", "bob", "alice")]
     for member in members:
@@ -147,7 +147,7 @@ def test_leaving_forgets_the_room(broker_for: Callable[..., LocalBroker]) -> Non
 
 
 def test_a_user_leaving_on_another_worker_disappears(
-    broker_for: Callable[..., LocalBroker],
+    broker_for: Callable[..., Broker],
 ) -> None:
     first, second = broker_for(), broker_for()
     needs_redis(first)
@@ -162,7 +162,7 @@ def test_a_user_leaving_on_another_worker_disappears(
     eventually(lambda: carol.online == ["alice", "carol"])
 
 
-def test_the_users_of_a_worker_that_died_expire(broker_for: Callable[..., LocalBroker]) -> None:
+def test_the_users_of_a_worker_that_died_expire(broker_for: Callable[..., Broker]) -> None:
     first, second = broker_for(PRESENCE_TTL=1), broker_for(PRESENCE_TTL=1)
     needs_redis(first)
     alice = Member(first, "alice")

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from apps.realtime.protocol import (
+from project.websocket.exceptions import ProtocolError
+from project.websocket.protocol import (
     BinaryMessage,
     Close,
     Connection,
@@ -21,7 +22,6 @@ from apps.realtime.protocol import (
     Ping,
     Pong,
     PreparedText,
-    ProtocolError,
     State,
     TextMessage,
 )

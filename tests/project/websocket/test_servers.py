@@ -11,28 +11,23 @@ import os
 import signal
 import socket
 import struct
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from tests.conftest import REDIS_URL, free_port, wait_for
-
-ROOT = Path(__file__).resolve().parents[2]
-SECRET = "s" * 48
+from tests.conftest import free_port
+from tests.servers import Server, server_env, start_server
 
 
 @pytest.mark.parametrize("kind", ["threads", "gevent"])
 def test_a_frame_larger_than_the_send_buffer_arrives_whole(kind: str) -> None:
     """``_flush`` sends what ``send()`` took and ``sendall()``s the rest, in order."""
-    from apps.realtime.protocol import Connection, PreparedText
-    from apps.realtime.server import WebSocket
+    from project.websocket.protocol import Connection, PreparedText
+    from project.websocket.server import WebSocket
 
     if kind == "gevent":
         import gevent
@@ -81,83 +76,11 @@ def test_a_frame_larger_than_the_send_buffer_arrives_whole(kind: str) -> None:
 
 def server_frame(payload: str | bytes) -> bytes:
     """An unmasked server frame, as ``encode_frame`` builds it (text for ``str``)."""
-    from apps.realtime.protocol import encode_frame
+    from project.websocket.protocol import encode_frame
 
     if isinstance(payload, str):
         return encode_frame(0x1, payload.encode())
     return encode_frame(0x2, payload)
-
-
-@dataclass
-class Server:
-    kind: str
-    url: str  # http://127.0.0.1:PORT
-    proc: subprocess.Popen[bytes]
-    env: dict[str, str]
-
-    @property
-    def ws(self) -> str:
-        return "ws" + self.url[4:]
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def start_server(kind: str, env: dict[str, str], port: int) -> Server:
-    """Start one deployment of the app and wait until it answers."""
-    if kind == "runserver":
-        command = [sys.executable, "manage.py", "runserver", "--port", str(port), "--no-reload"]
-    else:
-        env = {
-            **env,
-            "GUNICORN_WORKER_CLASS": kind,
-            "GUNICORN_BIND": f"127.0.0.1:{port}",
-            "GUNICORN_WORKERS": env.get("GUNICORN_WORKERS", "2"),
-            "GUNICORN_ACCESS_LOG": "/dev/null",
-        }
-        command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "project.wsgi:app"]
-    proc = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    server = Server(kind, f"http://127.0.0.1:{port}", proc, env)
-    try:
-        wait_for(server.url + "/healthz")
-    except AssertionError:
-        server.stop(signal.SIGKILL)
-        raise
-    return server
-
-
-def server_env(
-    kind: str, tmp_path: Path, mysql_url: str | None, prefix: str | None, **extra: str
-) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("APP_ENV", "DATABASE_URL", "REDIS_URL", "SECRET_KEY"))
-    }
-    env.update(SECRET_KEY=SECRET, WEBSOCKET_ECHO="1", **extra)
-    if kind == "runserver":
-        env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'rt.db'}"
-    else:
-        assert mysql_url and prefix
-        env.update(
-            APP_ENV="production",
-            SITE_URL="http://127.0.0.1",
-            DATABASE_URL=mysql_url,
-            REDIS_URL=REDIS_URL,
-            REDIS_KEY_PREFIX=prefix,
-        )
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True
-    )
-    return env
 
 
 @pytest.fixture(params=["runserver", "gthread", "gevent"])

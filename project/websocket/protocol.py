@@ -1,6 +1,6 @@
 """RFC 6455 WebSocket protocol, server side, sans I/O: bytes in, events out; events in, bytes out.
 
-Nothing here touches a socket. The server layer (:mod:`apps.realtime.server`)
+Nothing here touches a socket. The server layer (:mod:`project.websocket.server`)
 feeds received bytes to :meth:`Connection.receive_data`, handles the events
 from :meth:`Connection.events`, and writes :meth:`Connection.data_to_send` to
 the wire. That is what lets one protocol core run under werkzeug, gunicorn's
@@ -42,8 +42,9 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from apps.realtime.deflate import DecompressionTooLarge, PerMessageDeflate, deflate_bound
 from ext.frames import apply_mask
+from project.websocket.deflate import PerMessageDeflate, deflate_bound
+from project.websocket.exceptions import DecompressionTooLarge, ProtocolError
 
 
 class Opcode(enum.IntEnum):
@@ -74,15 +75,6 @@ class CloseCode(enum.IntEnum):
 def valid_close_code(code: int) -> bool:
     """Codes a peer may send (section 7.4): the defined ones, and 3000-4999 for apps."""
     return code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999
-
-
-class ProtocolError(Exception):
-    """The peer broke the protocol; :attr:`code` is the close code sent to it."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(f"{code}: {reason}")
-        self.code = code
-        self.reason = reason
 
 
 class State(enum.Enum):

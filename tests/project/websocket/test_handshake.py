@@ -11,8 +11,9 @@ import base64
 
 import pytest
 
-from apps.realtime.deflate import PerMessageDeflate
-from apps.realtime.handshake import Handshake, HandshakeError, accept_key, validate
+from project.websocket.deflate import PerMessageDeflate
+from project.websocket.exceptions import HandshakeError
+from project.websocket.handshake import Handshake, accept_key, validate
 
 RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="  # section 1.3
 RFC_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="

@@ -3,7 +3,7 @@
 kosoku runs the Autobahn|Testsuite case files against a live server, without
 Docker, and writes Autobahn's report (``index.json`` plus one JSON and HTML file
 per case). Each test starts one deployment with the helpers of
-``test_servers.py``, runs one suite against it with a time limit, and fails if
+``tests/servers.py``, runs one suite against it with a time limit, and fails if
 any case did not pass. How to run it by hand, what is left out and why, and the
 latest results: ``apps/realtime/CONFORMANCE.md``.
 
@@ -39,7 +39,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_port
-from tests.realtime.test_servers import Server, server_env, start_server
+from tests.servers import Server, server_env, start_server
 
 FULL = os.environ.get("CONFORMANCE_FULL") == "1"
 REPORT_DIR = os.environ.get("CONFORMANCE_REPORT_DIR")

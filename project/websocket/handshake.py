@@ -15,19 +15,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from apps.realtime.deflate import PerMessageDeflate, negotiate
+from project.websocket.deflate import PerMessageDeflate, negotiate
+from project.websocket.exceptions import HandshakeError
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-
-
-class HandshakeError(Exception):
-    """The request is not an acceptable upgrade; answer with :attr:`status` and headers."""
-
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = dict(headers or {})
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """WebSocket serving inside a Flask view, on whichever server runs the app.
 
-The protocol (:mod:`apps.realtime.protocol`) does no I/O; this module drives
+The protocol (:mod:`project.websocket.protocol`) does no I/O; this module drives
 it over the raw client socket that the server exposes in the WSGI environ:
 
 * werkzeug's dev server (``manage.py runserver``): ``environ["werkzeug.socket"]``;
@@ -33,15 +33,15 @@ from typing import Any
 
 from flask import Response, current_app, request
 
-from apps.realtime import handshake
-from apps.realtime.protocol import (
+from project.websocket import handshake
+from project.websocket.exceptions import ConnectionClosed, HandshakeError, ProtocolError
+from project.websocket.protocol import (
     BinaryMessage,
     Close,
     CloseCode,
     Connection,
     Pong,
     PreparedText,
-    ProtocolError,
     State,
     TextMessage,
 )
@@ -50,14 +50,6 @@ log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
 _open_sockets: weakref.WeakSet[WebSocket] = weakref.WeakSet()
-
-
-class ConnectionClosed(Exception):
-    """The WebSocket is closed; :attr:`code` says how."""
-
-    def __init__(self, code: int | None) -> None:
-        super().__init__(f"connection closed ({code})")
-        self.code = code
 
 
 class WebSocket:
@@ -280,7 +272,7 @@ def serve(handler: Callable[[WebSocket], None], *, subprotocols: tuple[str, ...]
             subprotocols=subprotocols,
             compression=config["WEBSOCKET_COMPRESSION"],
         )
-    except handshake.HandshakeError as exc:
+    except HandshakeError as exc:
         return Response(exc.message + "\n", exc.status, exc.headers, mimetype="text/plain")
     sock = raw_socket(request.environ)
     if sock is None:

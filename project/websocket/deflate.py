@@ -12,16 +12,14 @@ import re
 import zlib
 from dataclasses import dataclass, field
 
+from project.websocket.exceptions import DecompressionTooLarge
+
 EMPTY_BLOCK = b"\x00\x00\xff\xff"  # the tail of a sync flush, left off on the wire (7.2.1)
 
 
 def deflate_bound(size: int) -> int:
     """The most bytes a valid deflate encoding of *size* bytes can take (zlib's compressBound)."""
     return size + (size >> 12) + (size >> 14) + (size >> 25) + 13
-
-
-class DecompressionTooLarge(Exception):
-    """A message inflated past the allowed size."""
 
 
 @dataclass
