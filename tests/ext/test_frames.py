@@ -2,40 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from ext import _frames_py, frames
+from ext import frames
+from tests.ext.conftest import COMPILED, reference
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPILED = importlib.util.find_spec("ext._frames") is not None
 REQUIRE_COMPILED = os.environ.get("FRAMES_BUILD") == "required"
-
-
-def reference(data: bytes, mask: bytes) -> bytes:
-    """RFC 6455 section 5.3, byte by byte, as the seed tutorial writes it."""
-    return bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-
-
-def implementations() -> list:  # type: ignore[type-arg]
-    """Both codecs where the extension is built; a missing build fails the test below."""
-    params = [pytest.param(_frames_py.apply_mask, id="python")]
-    if COMPILED:
-        from ext import _frames
-
-        params.append(pytest.param(_frames.apply_mask, id="cython"))
-    return params
-
-
-@pytest.fixture(params=implementations())
-def apply_mask(request: pytest.FixtureRequest) -> Callable[[bytes, bytes], bytes]:
-    return request.param  # type: ignore[no-any-return]
 
 
 @pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 125, 126, 4096, 65537])

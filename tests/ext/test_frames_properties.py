@@ -8,9 +8,7 @@ another exception, never a hang, never a message over the limit.
 
 from __future__ import annotations
 
-import importlib.util
 import struct
-from collections.abc import Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -29,6 +27,7 @@ from project.websocket.protocol import (
     State,
     TextMessage,
 )
+from tests.ext.conftest import COMPILED, ApplyMask, reference
 from tests.project.websocket.test_protocol import (
     BINARY,
     CLOSE,
@@ -40,7 +39,6 @@ from tests.project.websocket.test_protocol import (
 )
 
 LIMIT = 4096
-COMPILED = importlib.util.find_spec("ext._frames") is not None
 
 SETTINGS = settings(
     max_examples=150,
@@ -50,30 +48,16 @@ SETTINGS = settings(
 )
 
 
-def reference(data: bytes, mask: bytes) -> bytes:
-    return bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-
-
-def codecs() -> list:  # type: ignore[type-arg]
-    params = [pytest.param(_frames_py.apply_mask, id="python")]
-    if COMPILED:
-        from ext import _frames
-
-        params.append(pytest.param(_frames.apply_mask, id="cython"))
-    return params
-
-
 # -- masking ---------------------------------------------------------------------------------
 
 masks = st.binary(min_size=4, max_size=4)
 payloads = st.binary(max_size=4096)
 
 
-@pytest.mark.parametrize("apply_mask", codecs())
 @SETTINGS
 @given(data=payloads, mask=masks, offset=st.integers(0, 15), trailing=st.integers(0, 7))
 def test_masking_matches_the_reference_for_any_data_mask_and_alignment(
-    apply_mask: Callable[[object, object], bytes],
+    apply_mask: ApplyMask,
     data: bytes,
     mask: bytes,
     offset: int,
@@ -87,12 +71,9 @@ def test_masking_matches_the_reference_for_any_data_mask_and_alignment(
     assert bytes(buffer) == b"\xaa" * offset + data + b"\x55" * trailing  # input untouched
 
 
-@pytest.mark.parametrize("apply_mask", codecs())
 @SETTINGS
 @given(data=payloads, mask=masks)
-def test_masking_twice_restores_the_data(
-    apply_mask: Callable[[object, object], bytes], data: bytes, mask: bytes
-) -> None:
+def test_masking_twice_restores_the_data(apply_mask: ApplyMask, data: bytes, mask: bytes) -> None:
     assert apply_mask(apply_mask(data, mask), mask) == data
 
 
