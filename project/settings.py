@@ -103,6 +103,8 @@ class Config:
     WEBSOCKET_PING_INTERVAL = 20.0  # seconds of silence before we ping
     WEBSOCKET_PING_TIMEOUT = 20.0  # seconds a pong may take before the peer counts as dead
     WEBSOCKET_CLOSE_TIMEOUT = 5.0  # seconds we wait for the peer's close frame
+    # Bytes waiting to be written to one socket; past it the peer is dropped (1013).
+    WEBSOCKET_MAX_QUEUE = 1 << 20
     WEBSOCKET_ECHO = True  # /ws/echo, for conformance tests; off in production
     CHAT_MESSAGE_MAX_LENGTH = 2000
     CHAT_RATE_LIMIT = "20 per 10 seconds"  # messages per user
@@ -350,6 +352,7 @@ _VARIABLES = {
     "WEBSOCKET_PING_INTERVAL": _seconds,
     "WEBSOCKET_PING_TIMEOUT": _seconds,
     "WEBSOCKET_CLOSE_TIMEOUT": _seconds,
+    "WEBSOCKET_MAX_QUEUE": _int,
     "WEBSOCKET_ECHO": _bool,
     "CHAT_MESSAGE_MAX_LENGTH": _int,
     "CHAT_RATE_LIMIT": _str,

@@ -149,6 +149,10 @@ class PreparedText:
         return self._frame
 
 
+MIN_AVERAGE_FRAGMENT = 64  # bytes: a message may have max_message_size / 64 fragments...
+MIN_FRAGMENTS = 1024  # ...and at least this many
+
+
 class Connection:
     """One server-side WebSocket connection's protocol state.
 
@@ -168,11 +172,15 @@ class Connection:
         self._outgoing: list[bytes] = []
         self._message_opcode: int | None = None  # TEXT or BINARY while a message is in progress
         self._message_compressed = False
-        self._fragments: list[bytes] = []
+        # A fragmented message is reassembled in one buffer (its size is its payload's),
+        # and may have at most max_fragments fragments: empty or 1-byte fragments would
+        # otherwise cost a parse each (and, kept apart, an object each) for no payload.
+        self.max_fragments = max(MIN_FRAGMENTS, max_message_size // MIN_AVERAGE_FRAGMENT)
+        self._message = bytearray()
+        self._fragment_count = 0
         self._message_size = 0
         self._wire_size = 0  # the current message's bytes as received, before inflating
         self._utf8 = codecs.getincrementaldecoder("utf-8")("strict")
-        self._text: list[str] = []
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -368,22 +376,32 @@ class Connection:
         self._message_size += len(payload)
         if self._message_size > self.max_message_size:
             raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "message too big")
-        if self._message_opcode == Opcode.TEXT:
-            try:  # incrementally: fails on the fragment where the UTF-8 goes wrong
-                self._text.append(self._utf8.decode(payload, final=fin))
+        self._fragment_count += 1
+        if self._fragment_count > self.max_fragments:
+            raise ProtocolError(CloseCode.MESSAGE_TOO_BIG, "message in too many fragments")
+        is_text = self._message_opcode == Opcode.TEXT
+        if fin and not self._message:  # a message in one frame: the common case, no copy
+            data = payload
+        else:
+            if is_text:  # checked as it comes: fails on the fragment where UTF-8 goes wrong
+                try:
+                    self._utf8.decode(payload, final=fin)
+                except UnicodeDecodeError:
+                    raise ProtocolError(CloseCode.INVALID_DATA, "text is not valid UTF-8") from None
+            self._message += payload
+            if not fin:
+                return None
+            data = bytes(self._message)
+        event: Event
+        if is_text:
+            try:
+                event = TextMessage(data.decode("utf-8"))
             except UnicodeDecodeError:
                 raise ProtocolError(CloseCode.INVALID_DATA, "text is not valid UTF-8") from None
         else:
-            self._fragments.append(payload)
-        if not fin:
-            return None
-        event: Event
-        if self._message_opcode == Opcode.TEXT:
-            event = TextMessage("".join(self._text))
-        else:
-            event = BinaryMessage(b"".join(self._fragments))
-        self._text.clear()
-        self._fragments.clear()
+            event = BinaryMessage(data)
+        self._message = bytearray()
+        self._fragment_count = 0
         self._utf8.reset()
         self._message_opcode = None
         self._message_compressed = False

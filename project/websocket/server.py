@@ -16,7 +16,8 @@ after the close frame). The close echo is sent, and the peer's awaited,
 before the view returns.
 
 Sends may come from any thread (the broker's fan-out, the keepalive), so every
-use of the protocol object and of the socket's write side holds one lock.
+use of the protocol object holds one lock; the bytes go out through a
+:class:`~project.websocket.sender.Sender`, which never blocks the caller.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from project.websocket import handshake
 from project.websocket.exceptions import ConnectionClosed, HandshakeError, ProtocolError
 from project.websocket.protocol import (
     BinaryMessage,
-    Close,
     CloseCode,
     Connection,
     Pong,
@@ -45,6 +45,7 @@ from project.websocket.protocol import (
     State,
     TextMessage,
 )
+from project.websocket.sender import Sender
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class WebSocket:
         ping_interval: float,
         ping_timeout: float,
         close_timeout: float,
+        max_queue: int = 1 << 20,
         subprotocol: str | None = None,
     ):
         self.sock = sock
@@ -72,8 +74,8 @@ class WebSocket:
         self.ping_timeout = ping_timeout
         self.close_timeout = close_timeout
         self._lock = threading.Lock()
+        self._sender = Sender(sock, max_queue)
         self._ping_sent_at: float | None = None
-        self._pending: list[str | bytes] = []
         self._torn_down = False
         sock.settimeout(ping_interval)
         _open_sockets.add(self)
@@ -87,19 +89,34 @@ class WebSocket:
         return self.connection.close_code
 
     def _flush(self) -> None:
-        """Write what the protocol queued (caller holds the lock)."""
+        """Hand what the protocol queued to the sender (caller holds the lock).
+
+        Raises:
+            ConnectionClosed: the peer is gone, or so far behind that it was dropped.
+        """
         data = self.connection.data_to_send()
-        if data:
-            try:
-                # One send() almost always takes the whole frame; sendall() only for what
-                # a full send buffer left over. (gevent's sendall asks the kernel for
-                # SO_SNDBUF on every call: 12 % of an echo worker's time.)
-                sent = self.sock.send(data)
-                if sent < len(data):
-                    self.sock.sendall(memoryview(data)[sent:])
-            except OSError:
-                self.connection.state = State.CLOSED  # the peer is gone; nothing more to say
-                raise ConnectionClosed(CloseCode.GOING_AWAY) from None
+        if not data or self._sender.write(data):
+            return
+        if not self._sender.failed:
+            self._drop_slow_peer()
+        self.connection.state = State.CLOSED  # nothing more goes out; no echo is awaited
+        self.connection.close_code = self.connection.close_code or CloseCode.GOING_AWAY
+        raise ConnectionClosed(self.connection.close_code)
+
+    def _drop_slow_peer(self) -> None:
+        """More than ``max_queue`` bytes wait for a peer that does not read: close with 1013.
+
+        Its client reconnects and fetches what it missed by id; meanwhile nobody
+        else waits for it, and it holds no more than the bound in memory.
+        """
+        log.info("websocket peer fell %d bytes behind; closing (1013)", self._sender.pending)
+        self._sender.discard_queued()
+        if self.connection.state is State.OPEN:
+            self.connection.send_close(CloseCode.TRY_AGAIN_LATER, "too far behind; reconnect")
+        self._sender.write(self.connection.data_to_send(), force=True)  # if it ever reads
+        self.connection.close_code = CloseCode.TRY_AGAIN_LATER
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RD)  # wakes the reader, which then tears down
 
     def send(self, message: str | bytes | PreparedText) -> None:
         """Send a text (``str`` or a :class:`PreparedText` broadcast) or binary (``bytes``) message.
@@ -118,6 +135,10 @@ class WebSocket:
                 self.connection.send_binary(message)
             self._flush()
 
+    def wait_sent(self, timeout: float) -> bool:
+        """Wait until every message sent so far is handed to the kernel; False on timeout."""
+        return self._sender.wait_written(timeout)
+
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Start the closing handshake; the reader thread waits for the echo."""
         with self._lock:
@@ -129,15 +150,37 @@ class WebSocket:
     def receive(self) -> str | bytes:
         """The next message, answering pings and keeping the peer alive meanwhile.
 
+        Messages are parsed one at a time from what has arrived: a burst of
+        compressed frames costs one inflated message in memory, not all of them.
+
         Raises:
             ConnectionClosed: the peer closed, broke the protocol, or stopped answering.
         """
         while True:
-            if self._pending:
-                return self._pending.pop(0)
+            message = self._next_message()
+            if message is not None:
+                return message
             if self.connection.state is State.CLOSED:
                 raise ConnectionClosed(self.connection.close_code)
             self._read_once()
+
+    def _next_message(self) -> str | bytes | None:
+        """The first complete data message received, control frames answered on the way."""
+        found: str | bytes | None = None
+        with self._lock:
+            try:
+                for event in self.connection.events():
+                    if isinstance(event, TextMessage | BinaryMessage):
+                        found = event.data
+                        break  # the rest stays in the protocol's buffer for the next call
+                    if isinstance(event, Pong):
+                        self._ping_sent_at = None
+                    # Ping and Close: the answer is queued; flushed below
+            except ProtocolError as exc:
+                log.info("websocket protocol error: %s", exc)
+            with contextlib.suppress(ConnectionClosed):
+                self._flush()
+        return found
 
     def _read_once(self) -> None:
         try:
@@ -153,18 +196,6 @@ class WebSocket:
             return
         with self._lock:
             self.connection.receive_data(data)
-            try:
-                for event in self.connection.events():
-                    if isinstance(event, TextMessage | BinaryMessage):
-                        self._pending.append(event.data)
-                    elif isinstance(event, Pong):
-                        self._ping_sent_at = None
-                    elif isinstance(event, Close):
-                        pass  # the echo is queued; flushed below
-            except ProtocolError as exc:
-                log.info("websocket protocol error: %s", exc)
-            with contextlib.suppress(ConnectionClosed):
-                self._flush()
 
     def _keepalive(self) -> None:
         """Called when the socket was silent for ``ping_interval`` seconds."""
@@ -195,7 +226,8 @@ class WebSocket:
             return
         self._torn_down = True
         self.close(CloseCode.NORMAL)
-        self.sock.settimeout(min(self.close_timeout, 1.0))
+        with contextlib.suppress(OSError):  # the socket may be shut down already
+            self.sock.settimeout(min(self.close_timeout, 1.0))
         deadline = time.monotonic() + self.close_timeout
         while self.connection.state is not State.CLOSED and time.monotonic() < deadline:
             try:
@@ -216,6 +248,7 @@ class WebSocket:
                 with contextlib.suppress(ConnectionClosed):
                     self._flush()
         self.connection.state = State.CLOSED
+        self._sender.drain(max(0.0, deadline - time.monotonic()))  # the close frame, at least
         with contextlib.suppress(OSError):  # the peer may have closed already
             self.sock.shutdown(socket.SHUT_RDWR)
         _open_sockets.discard(self)
@@ -286,6 +319,7 @@ def serve(handler: Callable[[WebSocket], None], *, subprotocols: tuple[str, ...]
         ping_interval=config["WEBSOCKET_PING_INTERVAL"],
         ping_timeout=config["WEBSOCKET_PING_TIMEOUT"],
         close_timeout=config["WEBSOCKET_CLOSE_TIMEOUT"],
+        max_queue=config["WEBSOCKET_MAX_QUEUE"],
         subprotocol=accepted.subprotocol,
     )
     try:

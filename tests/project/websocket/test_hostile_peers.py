@@ -1,0 +1,126 @@
+"""Peers that lie, flood or stop reading, against the real servers (runserver, gthread, gevent).
+
+Each test says in its docstring which attack it stops. The peers are raw
+sockets, so they can do what no well-behaved client library would.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import time
+
+from websockets.sync.client import connect
+
+from tests.project.websocket.test_servers import parse_frames, raw_handshake
+from tests.servers import Server
+
+
+def frame(opcode: int, payload: bytes = b"", *, fin: bool = True) -> bytes:
+    """A masked client frame of any length."""
+    mask = os.urandom(4)
+    first = (0x80 if fin else 0) | opcode
+    if len(payload) < 126:
+        header = struct.pack("!BB", first, 0x80 | len(payload))
+    elif len(payload) < 1 << 16:
+        header = struct.pack("!BBH", first, 0x80 | 126, len(payload))
+    else:
+        header = struct.pack("!BBQ", first, 0x80 | 127, len(payload))
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def read_until_closed(sock: socket.socket, initial: bytes, seconds: float) -> tuple[bytes, bool]:
+    """What the server writes until it closes the connection; and whether it did in time."""
+    sock.settimeout(1)
+    data, deadline = initial, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return data, True
+        if not chunk:
+            return data, True
+        data += chunk
+    return data, False
+
+
+def test_a_flood_of_empty_fragments_is_closed_with_1009(server: Server) -> None:
+    """Stops the fragment flood: one byte of text, then hundreds of thousands of empty
+    continuation frames (each free under the message-size cap) grew a worker by tens of MiB
+    and were never refused. A message may have a bounded number of fragments."""
+    sock, rest = raw_handshake(server)
+    with sock:
+        sock.sendall(frame(0x1, b"x", fin=False))
+        empty = frame(0x0, fin=False)
+        try:
+            for _ in range(40):  # 40 x 1,000 fragments: far past the cap for a 1 MiB message
+                sock.sendall(empty * 1000)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed on us mid-flood: what the test wants to see below
+        data, closed = read_until_closed(sock, rest, 20)
+        frames = parse_frames(data)
+    assert closed
+    closes = [payload for opcode, payload in frames if opcode == 0x8]
+    assert closes, f"no close frame; frames: {[op for op, _ in frames][:10]}"
+    assert closes[0][:2] == struct.pack("!H", 1009)
+    assert b"fragments" in closes[0]
+
+
+def test_a_message_in_many_fragments_still_arrives(server: Server) -> None:
+    """The fragment cap leaves room for clients that fragment finely (1,000 of 64 bytes)."""
+    sock, rest = raw_handshake(server)
+    payload = os.urandom(64 * 1000)
+    with sock:
+        pieces = [payload[i : i + 64] for i in range(0, len(payload), 64)]
+        data = frame(0x2, pieces[0], fin=False)
+        data += b"".join(frame(0x0, p, fin=False) for p in pieces[1:-1])
+        data += frame(0x0, pieces[-1], fin=True)
+        sock.sendall(data + frame(0x8, struct.pack("!H", 1000)))
+        frames = parse_frames(read_until_closed(sock, rest, 20)[0])
+    assert frames[0] == (0x2, payload)
+
+
+def test_a_peer_that_stops_reading_is_dropped_and_others_go_on(server: Server) -> None:
+    """Stops one slow reader from stalling its server: a peer that sends and never reads
+    its echoes has at most WEBSOCKET_MAX_QUEUE bytes waiting for it, then is dropped (1013),
+    while another socket on the same server keeps echoing at once."""
+    sock, rest = raw_handshake(server)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    message = frame(0x2, os.urandom(60_000))
+    with sock, connect(server.ws + "/ws/echo") as healthy:
+        sent = 0
+        sock.settimeout(5)
+        try:
+            for _ in range(200):  # 12 MB of echoes it will not read, far past the 1 MiB bound
+                sock.sendall(message)
+                sent += 1
+                healthy.send(f"still here {sent}")
+                assert healthy.recv(timeout=10) == f"still here {sent}"
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass  # the server gave up on us mid-flood
+        data, closed = read_until_closed(sock, rest, 30)
+        healthy.send("after")
+        assert healthy.recv(timeout=10) == "after"
+    assert closed, "the server kept a peer that did not read"
+    closes = [frame for frame in _frames_up_to_error(data) if frame[0] == 0x8]
+    if closes:  # the close frame may not fit into a peer's full window; the drop must happen
+        assert closes[0][1][:2] == struct.pack("!H", 1013)
+
+
+def _frames_up_to_error(data: bytes) -> list[tuple[int, bytes]]:
+    """Frames in *data*, ignoring a cut-off tail (the connection was dropped mid-frame)."""
+    frames: list[tuple[int, bytes]] = []
+    while len(data) >= 2:
+        length, offset = data[1] & 0x7F, 2
+        if length == 126:
+            (length,), offset = struct.unpack_from("!H", data, 2), 4
+        elif length == 127:
+            (length,), offset = struct.unpack_from("!Q", data, 2), 10
+        if len(data) < offset + length:
+            break
+        frames.append((data[0] & 0x0F, data[offset : offset + length]))
+        data = data[offset + length :]
+    return frames
