@@ -36,6 +36,7 @@ from apps.accounts.passwords import hash_password, needs_rehash, verify_password
 from apps.accounts.throttle import login_limits, register_limits, reset_limits
 from project.auth import login_required
 from project.mail import MailError, send_mail
+from project.sessions import current_sid
 
 Page = str | Response | tuple[str, int]
 
@@ -183,7 +184,7 @@ def revoke_api_key(key_pk: int) -> Response:
 def end_session() -> Response:
     """End one of your sessions (another device), or all the others."""
     handle = request.form.get("session", "")
-    current = user_sessions.current_sid()
+    current = current_sid()
     if handle == "others":
         ended = user_sessions.end_all_sessions(g.user.id, keep=current)
         flash(f"Ended {ended} other session{'s' if ended != 1 else ''}.", "success")
