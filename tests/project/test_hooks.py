@@ -107,3 +107,10 @@ def test_login_required_sends_anonymous_visitors_to_the_login_page(app: Flask) -
     response = app.test_client().get("/_probe/private?x=1")
     assert response.status_code == 302
     assert response.headers["Location"] == "/accounts/login?next=/_probe/private?x%3D1"
+
+
+def test_without_a_registered_login_page_login_required_answers_401(app: Flask) -> None:
+    del app.extensions["login_view"]  # as if no installed app offered logins
+    client = app.test_client()
+    assert client.get("/_probe/private").status_code == 401
+    assert 'href="/accounts/login"' not in client.get("/").get_data(as_text=True)
