@@ -21,6 +21,7 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from apps.accounts import apikeys, bp, models, user_sessions
+from apps.accounts.exceptions import DuplicateUser
 from apps.accounts.forms import (
     MESSAGES,
     ApiKeyForm,
@@ -53,7 +54,7 @@ def register() -> Page:
             user = models.create_user(
                 form.username.data, form.email.data, hash_password(form.password.data)
             )
-        except models.DuplicateUser as exc:  # taken between validation and insert
+        except DuplicateUser as exc:  # taken between validation and insert
             getattr(form, exc.field).errors.append(MESSAGES[f"{exc.field}_taken"])
         else:
             models.audit("user.register", actor_id=user.id, target_user_id=user.id, ip=client_ip())
@@ -128,7 +129,7 @@ def profile() -> Page:
     if form.validate_on_submit():
         try:
             models.update_email(g.user.id, form.email.data)
-        except models.DuplicateUser:
+        except DuplicateUser:
             form.email.errors.append(MESSAGES["email_taken"])
         else:
             models.audit(
