@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis
-from flask import Flask
 
 from apps.accounts.forms import MESSAGES
-from tests.conftest import CSRF_META, PASSWORD, create_account
+from tests.accounts.conftest import Site, unique
+from tests.conftest import PASSWORD
 
-MakeApp = Callable[..., Flask]
+LoginSite = Callable[..., Site]
 
 THROTTLED = "Too many attempts. Try again in"
-WRONG = "Wrong-Password-1"
 #: Windows long enough that no test outlasts them; the short ones are for watching one close.
 ACCOUNT_LIMIT = {"LOGIN_LIMIT_ACCOUNT": "3 per minute", "LOGIN_LIMIT_ADDRESS": "500 per minute"}
 SHORT_ACCOUNT_LIMIT = {
@@ -30,29 +28,6 @@ SHORT_ACCOUNT_LIMIT = {
     "LOGIN_LIMIT_ADDRESS": "500 per minute",
 }
 ADDRESS_LIMIT = {"LOGIN_LIMIT_ACCOUNT": "100 per minute", "LOGIN_LIMIT_ADDRESS": "4 per 2 seconds"}
-
-
-class Browser:
-    """A browser on the login page: it reads the CSRF token from the page, once per session."""
-
-    def __init__(self, app: Flask) -> None:
-        self.client = app.test_client()
-        self.token: str | None = None
-
-    def log_in(self, login: str, password: str = WRONG) -> Any:
-        if self.token is None:
-            match = CSRF_META.search(self.client.get("/accounts/login").get_data(as_text=True))
-            assert match
-            self.token = match.group(1)
-        data = {"csrf_token": self.token, "login": login, "password": password}
-        response = self.client.post("/accounts/login", data=data)
-        if response.status_code == 302:
-            self.token = None  # logging in starts a new session with a new token
-        return response
-
-    def whoami(self) -> str | None:
-        user: str | None = self.client.get("/_probe/whoami").json["user"]  # type: ignore[index]
-        return user
 
 
 def alert(response: Any) -> str:
@@ -68,31 +43,23 @@ def assert_throttled(response: Any, window: int = 60) -> None:
     assert 'name="login"' in response.text  # the login form again, not a bare error page
 
 
-def unique(name: str) -> str:
-    return f"{name}{uuid.uuid4().hex[:8]}"
-
-
-def test_three_failures_lock_the_account_even_for_the_right_password(make_app: MakeApp) -> None:
-    app = make_app(**ACCOUNT_LIMIT)
-    name = unique("alice")
-    with app.app_context():
-        create_account(name)
-    browser = Browser(app)
+def test_three_failures_lock_the_account_even_for_the_right_password(
+    login_site: LoginSite,
+) -> None:
+    site = login_site(**ACCOUNT_LIMIT)
+    name, browser = site.account(), site.browser()
     for _ in range(3):
         response = browser.log_in(name)
         assert response.status_code == 401
         assert MESSAGES["login_failed"] in response.text
     assert_throttled(browser.log_in(name, PASSWORD))
     assert browser.whoami() is None
-    assert_throttled(Browser(app).log_in(name.upper(), PASSWORD))  # any case, any browser
+    assert_throttled(site.browser().log_in(name.upper(), PASSWORD))  # any case, any browser
 
 
-def test_an_unknown_username_is_throttled_the_same_way(make_app: MakeApp) -> None:
-    app = make_app(**ACCOUNT_LIMIT)
-    real, ghost = unique("alice"), unique("ghost")
-    with app.app_context():
-        create_account(real)
-    browser = Browser(app)
+def test_an_unknown_username_is_throttled_the_same_way(login_site: LoginSite) -> None:
+    site = login_site(**ACCOUNT_LIMIT)
+    real, ghost, browser = site.account(), unique("ghost"), site.browser()
     real_answers = [browser.log_in(real) for _ in range(4)]
     ghost_answers = [browser.log_in(ghost) for _ in range(4)]
     assert [r.status_code for r in real_answers] == [401, 401, 401, 429]
@@ -104,13 +71,9 @@ def test_an_unknown_username_is_throttled_the_same_way(make_app: MakeApp) -> Non
     assert same[0] == same[1]
 
 
-def test_another_account_from_the_same_address_is_not_throttled(make_app: MakeApp) -> None:
-    app = make_app(**ACCOUNT_LIMIT)
-    alice, bob = unique("alice"), unique("bob")
-    with app.app_context():
-        create_account(alice)
-        create_account(bob)
-    browser = Browser(app)
+def test_another_account_from_the_same_address_is_not_throttled(login_site: LoginSite) -> None:
+    site = login_site(**ACCOUNT_LIMIT)
+    alice, bob, browser = site.account("alice"), site.account("bob"), site.browser()
     for _ in range(3):
         browser.log_in(alice)
     assert browser.log_in(alice, PASSWORD).status_code == 429
@@ -119,12 +82,9 @@ def test_another_account_from_the_same_address_is_not_throttled(make_app: MakeAp
     assert browser.whoami() == bob
 
 
-def test_successful_logins_do_not_count(make_app: MakeApp) -> None:
-    app = make_app(**ACCOUNT_LIMIT)
-    name = unique("alice")
-    with app.app_context():
-        create_account(name)
-    browser = Browser(app)
+def test_successful_logins_do_not_count(login_site: LoginSite) -> None:
+    site = login_site(**ACCOUNT_LIMIT)
+    name, browser = site.account(), site.browser()
     assert browser.log_in(name).status_code == 401
     assert browser.log_in(name).status_code == 401
     for _ in range(4):
@@ -134,12 +94,9 @@ def test_successful_logins_do_not_count(make_app: MakeApp) -> None:
 
 
 @pytest.mark.slow
-def test_the_account_opens_again_when_the_window_has_passed(make_app: MakeApp) -> None:
-    app = make_app(**SHORT_ACCOUNT_LIMIT)
-    name = unique("alice")
-    with app.app_context():
-        create_account(name)
-    browser = Browser(app)
+def test_the_account_opens_again_when_the_window_has_passed(login_site: LoginSite) -> None:
+    site = login_site(**SHORT_ACCOUNT_LIMIT)
+    name, browser = site.account(), site.browser()
     for _ in range(3):
         assert browser.log_in(name).status_code == 401
     response = browser.log_in(name, PASSWORD)
@@ -151,27 +108,21 @@ def test_the_account_opens_again_when_the_window_has_passed(make_app: MakeApp) -
     assert browser.whoami() == name
 
 
-def test_failures_across_usernames_lock_the_address(make_app: MakeApp) -> None:
-    app = make_app(**ADDRESS_LIMIT)
-    alice = unique("alice")
-    with app.app_context():
-        create_account(alice)
-    browser = Browser(app)
+def test_failures_across_usernames_lock_the_address(login_site: LoginSite) -> None:
+    site = login_site(**ADDRESS_LIMIT)
+    alice, browser = site.account(), site.browser()
     for _ in range(4):
         assert browser.log_in(unique("guess")).status_code == 401
     assert browser.log_in(alice, PASSWORD).status_code == 429
-    response = Browser(app).log_in(unique("other"))  # same address, another browser
+    response = site.browser().log_in(unique("other"))  # same address, another browser
     assert response.status_code == 429
     assert alert(response).startswith(THROTTLED)
 
 
 @pytest.mark.slow
-def test_the_address_opens_again_when_the_window_has_passed(make_app: MakeApp) -> None:
-    app = make_app(**ADDRESS_LIMIT)
-    alice = unique("alice")
-    with app.app_context():
-        create_account(alice)
-    browser = Browser(app)
+def test_the_address_opens_again_when_the_window_has_passed(login_site: LoginSite) -> None:
+    site = login_site(**ADDRESS_LIMIT)
+    alice, browser = site.account(), site.browser()
     for _ in range(4):
         browser.log_in(unique("guess"))
     assert browser.log_in(alice, PASSWORD).status_code == 429
@@ -179,10 +130,9 @@ def test_the_address_opens_again_when_the_window_has_passed(make_app: MakeApp) -
     assert browser.log_in(alice, PASSWORD).status_code == 302
 
 
-def test_the_throttled_message_gives_the_wait_in_minutes(make_app: MakeApp) -> None:
-    app = make_app(LOGIN_LIMIT_ACCOUNT="2 per hour", LOGIN_LIMIT_ADDRESS="500 per minute")
-    name = unique("alice")
-    browser = Browser(app)
+def test_the_throttled_message_gives_the_wait_in_minutes(login_site: LoginSite) -> None:
+    site = login_site(LOGIN_LIMIT_ACCOUNT="2 per hour", LOGIN_LIMIT_ADDRESS="500 per minute")
+    name, browser = unique("alice"), site.browser()
     browser.log_in(name)
     browser.log_in(name)
     response = browser.log_in(name)
@@ -192,9 +142,8 @@ def test_the_throttled_message_gives_the_wait_in_minutes(make_app: MakeApp) -> N
     assert 3590 <= int(response.headers["Retry-After"]) <= 3601
 
 
-def test_a_get_of_the_login_page_is_never_throttled(make_app: MakeApp) -> None:
-    app = make_app(**ADDRESS_LIMIT)
-    browser = Browser(app)
+def test_a_get_of_the_login_page_is_never_throttled(login_site: LoginSite) -> None:
+    browser = login_site(**ADDRESS_LIMIT).browser()
     for _ in range(5):
         browser.log_in(unique("guess"))
     assert browser.client.get("/accounts/login").status_code == 200
@@ -202,27 +151,25 @@ def test_a_get_of_the_login_page_is_never_throttled(make_app: MakeApp) -> None:
 
 @pytest.mark.parametrize("stack", ["services"], indirect=True)
 def test_login_failures_are_counted_in_redis_under_the_apps_prefix(
-    make_app: MakeApp, redis_client: redis.Redis
+    login_site: LoginSite, redis_client: redis.Redis
 ) -> None:
-    app = make_app(**ACCOUNT_LIMIT)
-    browser = Browser(app)
+    site = login_site(**ACCOUNT_LIMIT)
+    browser = site.browser()
     for _ in range(3):
         browser.log_in(unique("alice"))
-    prefix = app.config["REDIS_KEY_PREFIX"]
+    prefix = site.app.config["REDIS_KEY_PREFIX"]
     keys = list(redis_client.scan_iter(match=f"{prefix}limits*"))
     assert keys, f"no Redis key starts with {prefix}limits"
 
 
 @pytest.mark.parametrize("stack", ["services"], indirect=True)
-def test_apps_with_different_key_prefixes_keep_separate_counts(make_app: MakeApp) -> None:
+def test_apps_with_different_key_prefixes_keep_separate_counts(login_site: LoginSite) -> None:
     """Two sites sharing one Redis (or two test runs) must not throttle each other's users."""
-    name = unique("alice")
-    first = make_app(**ACCOUNT_LIMIT)
-    with first.app_context():
-        create_account(name)
+    first = login_site(**ACCOUNT_LIMIT)
+    name = first.account()
     for _ in range(3):
-        Browser(first).log_in(name)
-    assert Browser(first).log_in(name, PASSWORD).status_code == 429
-    prefix = first.config["REDIS_KEY_PREFIX"] + "other:"
-    second = make_app(**ACCOUNT_LIMIT, REDIS_KEY_PREFIX=prefix)  # same database, same user
-    assert Browser(second).log_in(name, PASSWORD).status_code == 302
+        first.browser().log_in(name)
+    assert first.browser().log_in(name, PASSWORD).status_code == 429
+    prefix = first.app.config["REDIS_KEY_PREFIX"] + "other:"
+    second = login_site(**ACCOUNT_LIMIT, REDIS_KEY_PREFIX=prefix)  # same database, same user
+    assert second.browser().log_in(name, PASSWORD).status_code == 302
