@@ -118,16 +118,24 @@ def load_request_user() -> None:
     g.auth_method = "session" if g.user else None
 
 
+def login_view(app: Flask, endpoint: str) -> None:
+    """Register the login page's endpoint: :func:`login_required` sends visitors there.
+
+    The app that owns logins calls this; the project never names another app's views.
+    """
+    app.extensions["login_view"] = endpoint
+
+
 def login_required(view: F) -> F:
-    """Send anonymous visitors to the login page (or 401 for an API path)."""
+    """Send anonymous visitors to the login page (or 401 for an API path, or with none)."""
 
     @wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         if g.get("user") is None:
-            login_endpoint = "accounts.login"
-            if request.path.startswith("/api/") or login_endpoint not in current_app.view_functions:
+            endpoint = current_app.extensions.get("login_view")
+            if endpoint is None or request.path.startswith("/api/"):
                 abort(401)
-            return redirect(url_for(login_endpoint, next=request.full_path.rstrip("?")))
+            return redirect(url_for(endpoint, next=request.full_path.rstrip("?")))
         return view(*args, **kwargs)
 
     return wrapped  # type: ignore[return-value]

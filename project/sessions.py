@@ -1,5 +1,11 @@
 """Server-side sessions (Flask-Session 0.8): Redis when configured, files otherwise.
 
+Apps use the functions below, never Flask-Session or the backend directly:
+:func:`current_sid`, :func:`session_exists` and :func:`delete_session` for one
+session by id, and the per-user index (:func:`index_put`, :func:`index_entries`,
+:func:`index_remove`, :func:`index_count`) to find all of a user's sessions.
+:func:`init_sessions` picks the backend once, for the store and the index alike.
+
 The cookie holds only a random 256-bit session id; the data stays on the
 server, serialized with msgpack on both backends, and never unpickled:
 
@@ -14,13 +20,15 @@ server, serialized with msgpack on both backends, and never unpickled:
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol, cast
 
 import msgspec
+import redis
 from cachelib.file import FileSystemCache
 from cachelib.serializers import FileSystemSerializer
-from flask import Flask
+from flask import Flask, current_app, session
 from flask_session import Session
 
 
@@ -60,20 +68,180 @@ class MsgpackFileSystemCache(FileSystemCache):
     serializer = MsgpackFileSerializer()
 
 
-def init_sessions(app: Flask, session: Session) -> None:
-    """Configure Flask-Session for the app's stack, then bind it."""
+def init_sessions(app: Flask, server_session: Session) -> None:
+    """Configure Flask-Session and the per-user index for the app's stack, then bind them."""
     config = app.config
     prefix = config["REDIS_KEY_PREFIX"]
     config["SESSION_KEY_PREFIX"] = f"{prefix}session:"
+    index_prefix = f"{prefix}user_sessions:"
+    lifetime = config["SESSION_LIFETIME_SECONDS"]
+    index: _SessionIndex
     if config.get("REDIS"):
         config["SESSION_TYPE"] = "redis"
         config["SESSION_REDIS"] = app.extensions["redis"]
+        index = _RedisIndex(app.extensions["redis"], index_prefix, lifetime)
     else:
         directory = Path(config["INSTANCE_PATH"]) / "sessions"
         directory.mkdir(parents=True, exist_ok=True)
         config["SESSION_TYPE"] = "cachelib"
-        config["SESSION_CACHELIB"] = MsgpackFileSystemCache(
-            str(directory), threshold=100_000, mode=0o600
-        )
-    session.init_app(app)
+        cache = MsgpackFileSystemCache(str(directory), threshold=100_000, mode=0o600)
+        config["SESSION_CACHELIB"] = cache
+        index = _CacheIndex(cache, index_prefix, lifetime)
+    app.extensions["session_index"] = index
+    server_session.init_app(app)
     app.session_interface.serializer = StrictMsgpackSerializer(app)  # type: ignore[attr-defined]
+
+
+# -- one session, by id -------------------------------------------------------------------
+#
+# Flask-Session 0.8 has no public way to look up or delete a session other than
+# the current one, but every backend implements ``_get_store_id``,
+# ``_retrieve_session_data`` and ``_delete_session`` (``regenerate`` uses them).
+# This is the one place that relies on those internals: check it when upgrading.
+
+
+def _interface() -> Any:
+    return current_app.session_interface
+
+
+def current_sid() -> str:
+    """The id of this request's server-side session (Flask-Session sets ``session.sid``)."""
+    sid: str = session.sid  # type: ignore[attr-defined]
+    return sid
+
+
+def session_exists(sid: str) -> bool:
+    """Whether a session with this id is still in the store (not ended, not expired).
+
+    A stored value that does not decode counts as no session, as it does for
+    the browser that presents its cookie.
+    """
+    interface = _interface()
+    return interface._retrieve_session_data(interface._get_store_id(sid)) is not None
+
+
+def delete_session(sid: str) -> None:
+    """Delete a session from the store, so that its cookie opens nothing from now on."""
+    interface = _interface()
+    interface._delete_session(interface._get_store_id(sid))
+
+
+# -- each user's sessions -----------------------------------------------------------------
+#
+# The store is keyed by session id alone, so nothing in it finds "all of one
+# user's sessions". The index keeps, next to the sessions (in Redis, or in the
+# same file cache), one map per user from session id to an entry: a small dict
+# of msgpack-able values that the caller chooses (accounts keeps device,
+# address, started, seen). Entries expire with the longest session lifetime;
+# callers prune those whose session has gone (see :func:`session_exists`).
+
+IndexEntry = dict[str, Any]
+
+
+class _SessionIndex(Protocol):
+    def put(self, user_id: int, sid: str, entry: IndexEntry) -> None: ...
+    def entries(self, user_id: int) -> dict[str, IndexEntry]: ...
+    def remove(self, user_id: int, sid: str) -> None: ...
+    def count(self) -> int: ...
+
+
+class _RedisIndex:
+    """One Redis hash per user: session id -> msgpack entry (each field updated atomically)."""
+
+    def __init__(self, client: redis.Redis, prefix: str, lifetime: int) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.lifetime = lifetime
+
+    def put(self, user_id: int, sid: str, entry: IndexEntry) -> None:
+        key = f"{self.prefix}{user_id}"
+        pipe = self.client.pipeline()
+        pipe.hset(key, sid, msgspec.msgpack.encode(entry))
+        pipe.expire(key, self.lifetime)
+        pipe.execute()
+
+    def entries(self, user_id: int) -> dict[str, IndexEntry]:
+        # The app's client returns bytes (it is made without decode_responses).
+        raw = cast("dict[bytes, bytes]", self.client.hgetall(f"{self.prefix}{user_id}"))
+        return {k.decode(): msgspec.msgpack.decode(v) for k, v in raw.items()}
+
+    def remove(self, user_id: int, sid: str) -> None:
+        self.client.hdel(f"{self.prefix}{user_id}", sid)
+
+    def count(self) -> int:
+        keys = list(self.client.scan_iter(match=self.prefix + "*", count=1000))
+        if not keys:
+            return 0
+        pipe = self.client.pipeline()
+        for key in keys:
+            pipe.hlen(key)
+        return sum(pipe.execute())
+
+
+class _CacheIndex:
+    """The same in cachelib's file cache: one key per user holding the whole map."""
+
+    # Read-modify-write of a user's map: serialise this process's updates (across
+    # apps too, as two apps of one process may share an instance folder).
+    _lock = threading.Lock()
+
+    def __init__(self, cache: FileSystemCache, prefix: str, lifetime: int) -> None:
+        self.cache = cache
+        self.prefix = prefix
+        self.lifetime = lifetime
+
+    def put(self, user_id: int, sid: str, entry: IndexEntry) -> None:
+        with self._lock:
+            entries = self.entries(user_id)
+            entries[sid] = entry
+            self._save(user_id, entries)
+
+    def entries(self, user_id: int) -> dict[str, IndexEntry]:
+        return dict(self.cache.get(f"{self.prefix}{user_id}") or {})
+
+    def remove(self, user_id: int, sid: str) -> None:
+        with self._lock:
+            entries = self.entries(user_id)
+            entries.pop(sid, None)
+            self._save(user_id, entries)
+
+    def count(self) -> int:
+        return sum(len(self.entries(user_id)) for user_id in self._users())
+
+    def _users(self) -> set[int]:
+        return set(self.cache.get(self.prefix + "users") or [])
+
+    def _save(self, user_id: int, entries: dict[str, IndexEntry]) -> None:
+        self.cache.set(f"{self.prefix}{user_id}", entries, timeout=self.lifetime)
+        # cachelib cannot list keys, so the users with sessions are kept in a key of their own.
+        users = self._users()
+        if entries:
+            users.add(user_id)
+        else:
+            users.discard(user_id)
+        self.cache.set(self.prefix + "users", sorted(users), timeout=self.lifetime)
+
+
+def _index() -> _SessionIndex:
+    index: _SessionIndex = current_app.extensions["session_index"]
+    return index
+
+
+def index_put(user_id: int, sid: str, entry: IndexEntry) -> None:
+    """Add or replace the user's entry for a session (and renew the user's index expiry)."""
+    _index().put(user_id, sid, entry)
+
+
+def index_entries(user_id: int) -> dict[str, IndexEntry]:
+    """The user's indexed sessions: session id -> entry (a copy; may name ended sessions)."""
+    return _index().entries(user_id)
+
+
+def index_remove(user_id: int, sid: str) -> None:
+    """Drop a session from the user's index; a session not in it is no error."""
+    _index().remove(user_id, sid)
+
+
+def index_count() -> int:
+    """Indexed sessions across all users (a scan: for dashboards, not for every request)."""
+    return _index().count()

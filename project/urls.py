@@ -51,12 +51,7 @@ class DatabaseURL:
             if not name or "/" in name:
                 raise ValueError(f"{_redact(url)!r} names no database; {DATABASE_URL_HELP}")
             options = tuple(parse_qsl(parts.query))
-            unknown = {k for k, _ in options} - {
-                "charset",
-                "unix_socket",
-                "connect_timeout",
-                "ssl_ca",
-            }
+            unknown = {k for k, _ in options} - MYSQL_OPTIONS
             if unknown:
                 raise ValueError(f"unknown option(s) {', '.join(sorted(unknown))} in the query")
             return cls(

@@ -36,7 +36,8 @@ def format_epoch(seconds: int) -> str:
 def navigation() -> dict[str, Any]:
     return {
         "nav_items": current_app.extensions.get("nav_items", []),
-        "accounts_enabled": "accounts.login" in current_app.view_functions,
+        # Someone registered a login page (see project.auth.login_view): show the account links.
+        "accounts_enabled": "login_view" in current_app.extensions,
     }
 
 

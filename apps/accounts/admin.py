@@ -13,6 +13,7 @@ from flask import abort, flash, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from apps.accounts import admin_bp, apikeys, models, user_sessions
+from apps.accounts.exceptions import DuplicateUser, LastAdminError
 from apps.accounts.forms import BULK_ACTIONS, MESSAGES, AdminUserForm, BulkActionForm
 from apps.accounts.login import client_ip
 from apps.accounts.views import send_reset_link
@@ -101,7 +102,7 @@ def bulk_action() -> str | Response | tuple[str, int]:
                 models.set_flags(user.id, is_active=form.action.data == "activate")
                 if form.action.data == "deactivate":
                     user_sessions.end_all_sessions(user.id)
-        except models.LastAdminError:
+        except LastAdminError:
             refused.append(f"{user.username} (last active admin)")
             continue
         _audit(f"admin.bulk_{form.action.data}", user.id, user.username)
@@ -133,11 +134,11 @@ def user_detail(user_id: int) -> str | Response | tuple[str, int]:
     if form.validate_on_submit():
         try:
             _apply_changes(user, form)
-        except models.LastAdminError:
+        except LastAdminError:
             form.is_admin.errors.append(
                 "The site must keep at least one active admin: make someone else admin first."
             )
-        except models.DuplicateUser:
+        except DuplicateUser:
             form.email.errors.append(MESSAGES["email_taken"])
         else:
             flash(f"{user.username} has been updated.", "success")

@@ -11,27 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from apps.accounts.exceptions import DuplicateUser, LastAdminError
 from project.db import IntegrityError, utcnow
 from project.extensions import db
-
-
-class AccountsError(Exception):
-    """Base of the accounts app's errors.
-
-    AccountsError
-     +-- DuplicateUser       the username or email is taken
-     +-- LastAdminError      the change would leave the site without an active admin
-    """
-
-
-class DuplicateUser(AccountsError):
-    def __init__(self, field: str) -> None:
-        super().__init__(f"{field} is already taken")
-        self.field = field
-
-
-class LastAdminError(AccountsError):
-    pass
 
 
 def username_key(username: str) -> str:

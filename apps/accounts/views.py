@@ -25,6 +25,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.wrappers import Response
 
 from apps.accounts import apikeys, bp, models, throttle, user_sessions
+from apps.accounts.exceptions import DuplicateUser
 from apps.accounts.forms import (
     MESSAGES,
     ApiKeyForm,
@@ -43,6 +44,7 @@ from project.background import run_later
 from project.forms import Form
 from project.links import site_url_for
 from project.mail import MailError, send_mail
+from project.sessions import current_sid
 
 Page = str | Response | tuple[str, int]
 log = logging.getLogger(__name__)
@@ -60,7 +62,7 @@ def register() -> Page:
             user = models.create_user(
                 form.username.data, form.email.data, hash_password(form.password.data)
             )
-        except models.DuplicateUser as exc:  # taken between validation and insert
+        except DuplicateUser as exc:  # taken between validation and insert
             getattr(form, exc.field).errors.append(MESSAGES[f"{exc.field}_taken"])
         else:
             models.audit("user.register", actor_id=user.id, target_user_id=user.id, ip=client_ip())
@@ -141,7 +143,7 @@ def profile() -> Page:
     if form.validate_on_submit():
         try:
             models.update_email(g.user.id, form.email.data)
-        except models.DuplicateUser:
+        except DuplicateUser:
             form.email.errors.append(MESSAGES["email_taken"])
         else:
             models.audit(
@@ -197,7 +199,7 @@ def revoke_api_key(key_pk: int) -> Response:
 def end_session() -> Response:
     """End one of your sessions (another device), or all the others."""
     handle = request.form.get("session", "")
-    current = user_sessions.current_sid()
+    current = current_sid()
     if handle == "others":
         ended = user_sessions.end_all_sessions(g.user.id, keep=current)
         flash(f"Ended {ended} other session{'s' if ended != 1 else ''}.", "success")

@@ -123,6 +123,21 @@ def admin(app: Flask, boss: int) -> FlaskClient:
     return logged_in(app, "boss", ip=ADMIN_IP)
 
 
+@pytest.fixture
+def alice(app: Flask) -> int:
+    """An ordinary user (request it after ``admin``, so that boss is the older account)."""
+    with app.app_context():
+        return account("alice")
+
+
+def boss_and_alice(app: Flask, **alice_flags: bool) -> tuple[FlaskClient, int]:
+    """On an app the test built itself: the only admin's browser, and alice's id."""
+    with app.app_context():
+        account("boss", is_admin=True)
+        alice = account("alice", **alice_flags)
+    return logged_in(app, "boss"), alice
+
+
 # -- who may see the admin pages --------------------------------------------------------------
 
 ROUTES = [
@@ -204,9 +219,7 @@ def test_an_admin_who_logs_in_from_the_redirect_lands_on_the_page_asked_for(
     assert listed_usernames(client.get(next_url).get_data(as_text=True)) == ["boss"]
 
 
-def test_the_admin_link_is_shown_to_admins_only(app: Flask, admin: FlaskClient) -> None:
-    with app.app_context():
-        account("alice")
+def test_the_admin_link_is_shown_to_admins_only(app: Flask, admin: FlaskClient, alice: int) -> None:
     assert 'href="/admin/"' in admin.get("/").get_data(as_text=True)
     assert 'href="/admin/"' not in logged_in(app, "alice").get("/").get_data(as_text=True)
 
@@ -471,9 +484,8 @@ def field_errors(page: str, name: str) -> list[str]:
     return [html.unescape(e) for e in re.findall(r"<li>(.*?)</li>", block.group(1))]
 
 
-def test_the_user_page_shows_the_account(app: Flask, admin: FlaskClient) -> None:
+def test_the_user_page_shows_the_account(app: Flask, admin: FlaskClient, alice: int) -> None:
     with app.app_context():
-        alice = account("alice")
         apikeys.create_key(alice, "laptop CLI")
     logged_in(app, "alice")
     page = admin.get(f"/admin/accounts/{alice}").get_data(as_text=True)
@@ -483,9 +495,7 @@ def test_the_user_page_shows_the_account(app: Flask, admin: FlaskClient) -> None
     assert "End all sessions (1)" in page
 
 
-def test_an_admin_changes_a_users_email(app: Flask, admin: FlaskClient) -> None:
-    with app.app_context():
-        alice = account("alice")
+def test_an_admin_changes_a_users_email(app: Flask, admin: FlaskClient, alice: int) -> None:
     response = edit(admin, alice, "Alice.New@Example.com", active=True, is_admin=False)
     assert response.status_code == 302
     assert response.headers["Location"] == f"/admin/accounts/{alice}"
@@ -518,10 +528,9 @@ def test_a_bad_email_is_refused_beside_the_field(
 
 
 def test_deactivating_a_user_logs_them_out_at_once_and_reactivating_lets_them_back(
-    app: Flask, admin: FlaskClient
+    app: Flask, admin: FlaskClient, alice: int
 ) -> None:
     with app.app_context():
-        alice = account("alice")
         _, key = apikeys.create_key(alice, "script")
     browser = logged_in(app, "alice")
     assert whoami(browser) == "alice"
@@ -543,10 +552,8 @@ def test_deactivating_a_user_logs_them_out_at_once_and_reactivating_lets_them_ba
 
 
 def test_granting_and_revoking_admin_takes_effect_on_the_next_request(
-    app: Flask, admin: FlaskClient
+    app: Flask, admin: FlaskClient, alice: int
 ) -> None:
-    with app.app_context():
-        alice = account("alice")
     browser = logged_in(app, "alice")
     assert browser.get("/admin/").status_code == 403
     assert edit(admin, alice, "alice@example.com", active=True, is_admin=True).status_code == 302
@@ -608,13 +615,8 @@ def test_an_admin_may_deactivate_themselves_when_another_active_admin_remains(
 
 def test_send_reset_link_emails_a_working_link(make_app: Any, smtp_outbox: Any) -> None:
     app = make_app(**smtp_outbox.settings)
-    with app.app_context():
-        account("boss", is_admin=True)
-        alice = account("alice")
-    admin = logged_in(app, "boss")
-    response = post(admin, f"/admin/accounts/{alice}/reset-link")
-    assert response.status_code == 302
-    page = admin.get(response.headers["Location"]).get_data(as_text=True)
+    admin, alice = boss_and_alice(app)
+    page = follow(admin, post(admin, f"/admin/accounts/{alice}/reset-link"))
     assert ("success", "A password-reset link has been sent to alice@example.com.") in flashes(page)
 
     assert len(smtp_outbox.messages) == 1
@@ -637,11 +639,7 @@ def test_send_reset_link_emails_a_working_link(make_app: Any, smtp_outbox: Any) 
 
 def test_no_reset_link_is_sent_to_a_deactivated_user(make_app: Any, smtp_outbox: Any) -> None:
     app = make_app(**smtp_outbox.settings)
-    with app.app_context():
-        account("boss", is_admin=True)
-        alice = account("alice")
-        models.set_flags(alice, is_active=False)
-    admin = logged_in(app, "boss")
+    admin, alice = boss_and_alice(app, is_active=False)
     response = post(admin, f"/admin/accounts/{alice}/reset-link")
     page = admin.get(response.headers["Location"]).get_data(as_text=True)
     assert (
@@ -653,13 +651,8 @@ def test_no_reset_link_is_sent_to_a_deactivated_user(make_app: Any, smtp_outbox:
 
 def test_a_reset_link_that_cannot_be_sent_is_reported(make_app: Any) -> None:
     app = make_app(MAIL_BACKEND="smtp", MAIL_SERVER="127.0.0.1", MAIL_PORT=free_port())
-    with app.app_context():
-        account("boss", is_admin=True)
-        alice = account("alice")
-    admin = logged_in(app, "boss")
-    response = post(admin, f"/admin/accounts/{alice}/reset-link")
-    assert response.status_code == 302
-    page = admin.get(response.headers["Location"]).get_data(as_text=True)
+    admin, alice = boss_and_alice(app)
+    page = follow(admin, post(admin, f"/admin/accounts/{alice}/reset-link"))
     assert ("error", "The email could not be sent; check the mail settings.") in flashes(page)
     with app.app_context():
         assert models.list_audit(action="admin.reset_link")[1] == 0
@@ -822,10 +815,8 @@ def test_a_bulk_delete_removes_the_users_their_keys_and_their_sessions(
 
 @pytest.mark.parametrize("action", ["deactivate", "delete"])
 def test_a_bulk_action_refuses_the_admins_own_account(
-    app: Flask, admin: FlaskClient, boss: int, action: str
+    app: Flask, admin: FlaskClient, boss: int, alice: int, action: str
 ) -> None:
-    with app.app_context():
-        alice = account("alice")
     page = follow(admin, bulk(admin, action, [boss, alice], confirmed=True))
     assert (
         "success",
@@ -851,10 +842,8 @@ def test_a_bulk_action_refuses_the_admins_own_account(
     ids=["no users", "non-integer id", "one id not an integer", "unknown action", "no action"],
 )
 def test_a_malformed_bulk_request_is_an_error_and_changes_nothing(
-    app: Flask, admin: FlaskClient, data: dict[str, Any], message: str | None
+    app: Flask, admin: FlaskClient, alice: int, data: dict[str, Any], message: str | None
 ) -> None:
-    with app.app_context():
-        alice = account("alice")
     form = {
         k: [v.format(alice=alice) for v in vs] if isinstance(vs, list) else vs
         for k, vs in data.items()
@@ -932,9 +921,7 @@ def test_the_audit_log_filters_by_user(admin: FlaskClient, audited: dict) -> Non
     assert f'href="/admin/audit/?user={audited["alice"]}"' in page
 
 
-def test_html_in_audit_details_is_escaped(app: Flask, admin: FlaskClient) -> None:
-    with app.app_context():
-        alice = account("alice")
+def test_html_in_audit_details_is_escaped(app: Flask, admin: FlaskClient, alice: int) -> None:
     label = '<script>alert("owned")</script>'
     browser = logged_in(app, "alice")
     assert post(browser, "/accounts/profile/keys", {"label": label}).status_code == 201

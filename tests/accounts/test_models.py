@@ -19,7 +19,7 @@ import pytest
 from flask import Flask
 
 from apps.accounts import apikeys, models
-from apps.accounts.models import DuplicateUser, LastAdminError
+from apps.accounts.exceptions import DuplicateUser, LastAdminError
 from project.db import IntegrityError, utcnow
 from project.extensions import db
 from tests.conftest import PASSWORD_HASH

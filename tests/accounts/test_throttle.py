@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis
-from flask import Flask
 
 from apps.accounts.forms import MESSAGES
-from tests.conftest import CSRF_META, PASSWORD, create_account
+from tests.accounts.conftest import Browser, Site, unique
+from tests.conftest import CSRF_META, PASSWORD
 
-MakeApp = Callable[..., Flask]
+LoginSite = Callable[..., Site]
 
 THROTTLED = "Too many attempts. Try again in"
-WRONG = "Wrong-Password-1"
 #: Windows long enough that no test outlasts them; the short ones are for watching one close.
 ACCOUNT_LIMIT = {"LOGIN_LIMIT_ACCOUNT": "3 per minute", "LOGIN_LIMIT_ADDRESS": "500 per minute"}
 SHORT_ACCOUNT_LIMIT = {
@@ -30,29 +28,6 @@ SHORT_ACCOUNT_LIMIT = {
     "LOGIN_LIMIT_ADDRESS": "500 per minute",
 }
 ADDRESS_LIMIT = {"LOGIN_LIMIT_ACCOUNT": "100 per minute", "LOGIN_LIMIT_ADDRESS": "4 per 2 seconds"}
-
-
-class Browser:
-    """A browser on the login page: it reads the CSRF token from the page, once per session."""
-
-    def __init__(self, app: Flask) -> None:
-        self.client = app.test_client()
-        self.token: str | None = None
-
-    def log_in(self, login: str, password: str = WRONG) -> Any:
-        if self.token is None:
-            match = CSRF_META.search(self.client.get("/accounts/login").get_data(as_text=True))
-            assert match
-            self.token = match.group(1)
-        data = {"csrf_token": self.token, "login": login, "password": password}
-        response = self.client.post("/accounts/login", data=data)
-        if response.status_code == 302:
-            self.token = None  # logging in starts a new session with a new token
-        return response
-
-    def whoami(self) -> str | None:
-        user: str | None = self.client.get("/_probe/whoami").json["user"]  # type: ignore[index]
-        return user
 
 
 def alert(response: Any) -> str:
@@ -68,31 +43,23 @@ def assert_throttled(response: Any, window: int = 60) -> None:
     assert 'name="login"' in response.text  # the login form again, not a bare error page
 
 
-def unique(name: str) -> str:
-    return f"{name}{uuid.uuid4().hex[:8]}"
-
-
-def test_three_failures_lock_the_account_even_for_the_right_password(make_app: MakeApp) -> None:
-    app = make_app(**ACCOUNT_LIMIT)
-    name = unique("alice")
-    with app.app_context():
-        create_account(name)
-    browser = Browser(app)
+def test_three_failures_lock_the_account_even_for_the_right_password(
+    login_site: LoginSite,
+) -> None:
+    site = login_site(**ACCOUNT_LIMIT)
+    name, browser = site.account(), site.browser()
     for _ in range(3):
         response = browser.log_in(name)
         assert response.status_code == 401
         assert MESSAGES["login_failed"] in response.text
     assert_throttled(browser.log_in(name, PASSWORD))
     assert browser.whoami() is None
-    assert_throttled(Browser(app).log_in(name.upper(), PASSWORD))  # any case, any browser
+    assert_throttled(site.browser().log_in(name.upper(), PASSWORD))  # any case, any browser
 
 
-def test_an_unknown_username_is_throttled_the_same_way(make_app: MakeApp) -> None:
-    app = make_app(**ACCOUNT_LIMIT)
-    real, ghost = unique("alice"), unique("ghost")
-    with app.app_context():
-        create_account(real)
-    browser = Browser(app)
+def test_an_unknown_username_is_throttled_the_same_way(login_site: LoginSite) -> None:
+    site = login_site(**ACCOUNT_LIMIT)
+    real, ghost, browser = site.account(), unique("ghost"), site.browser()
     real_answers = [browser.log_in(real) for _ in range(4)]
     ghost_answers = [browser.log_in(ghost) for _ in range(4)]
     assert [r.status_code for r in real_answers] == [401, 401, 401, 429]
@@ -104,13 +71,9 @@ def test_an_unknown_username_is_throttled_the_same_way(make_app: MakeApp) -> Non
     assert same[0] == same[1]
 
 
-def test_another_account_from_the_same_address_is_not_throttled(make_app: MakeApp) -> None:
-    app = make_app(**ACCOUNT_LIMIT)
-    alice, bob = unique("alice"), unique("bob")
-    with app.app_context():
-        create_account(alice)
-        create_account(bob)
-    browser = Browser(app)
+def test_another_account_from_the_same_address_is_not_throttled(login_site: LoginSite) -> None:
+    site = login_site(**ACCOUNT_LIMIT)
+    alice, bob, browser = site.account("alice"), site.account("bob"), site.browser()
     for _ in range(3):
         browser.log_in(alice)
     assert browser.log_in(alice, PASSWORD).status_code == 429
@@ -119,29 +82,23 @@ def test_another_account_from_the_same_address_is_not_throttled(make_app: MakeAp
     assert browser.whoami() == bob
 
 
-def test_successful_logins_do_not_count(make_app: MakeApp) -> None:
-    app = make_app(**ACCOUNT_LIMIT)
-    name = unique("alice")
-    with app.app_context():
-        create_account(name)
-    browser = Browser(app)
+def test_successful_logins_do_not_count(login_site: LoginSite) -> None:
+    site = login_site(**ACCOUNT_LIMIT)
+    name, browser = site.account(), site.browser()
     assert browser.log_in(name).status_code == 401
     assert browser.log_in(name).status_code == 401
     for _ in range(4):
         assert browser.log_in(name, PASSWORD).status_code == 302
     # This browser now has a device cookie: a stranger's failure is the account's third.
-    stranger = Browser(app)
+    stranger = site.browser()
     assert stranger.log_in(name).status_code == 401  # the third failure, not the seventh attempt
     assert_throttled(stranger.log_in(name, PASSWORD))
 
 
 @pytest.mark.slow
-def test_the_account_opens_again_when_the_window_has_passed(make_app: MakeApp) -> None:
-    app = make_app(**SHORT_ACCOUNT_LIMIT)
-    name = unique("alice")
-    with app.app_context():
-        create_account(name)
-    browser = Browser(app)
+def test_the_account_opens_again_when_the_window_has_passed(login_site: LoginSite) -> None:
+    site = login_site(**SHORT_ACCOUNT_LIMIT)
+    name, browser = site.account(), site.browser()
     for _ in range(3):
         assert browser.log_in(name).status_code == 401
     response = browser.log_in(name, PASSWORD)
@@ -153,27 +110,21 @@ def test_the_account_opens_again_when_the_window_has_passed(make_app: MakeApp) -
     assert browser.whoami() == name
 
 
-def test_failures_across_usernames_lock_the_address(make_app: MakeApp) -> None:
-    app = make_app(**ADDRESS_LIMIT)
-    alice = unique("alice")
-    with app.app_context():
-        create_account(alice)
-    browser = Browser(app)
+def test_failures_across_usernames_lock_the_address(login_site: LoginSite) -> None:
+    site = login_site(**ADDRESS_LIMIT)
+    alice, browser = site.account(), site.browser()
     for _ in range(4):
         assert browser.log_in(unique("guess")).status_code == 401
     assert browser.log_in(alice, PASSWORD).status_code == 429
-    response = Browser(app).log_in(unique("other"))  # same address, another browser
+    response = site.browser().log_in(unique("other"))  # same address, another browser
     assert response.status_code == 429
     assert alert(response).startswith(THROTTLED)
 
 
 @pytest.mark.slow
-def test_the_address_opens_again_when_the_window_has_passed(make_app: MakeApp) -> None:
-    app = make_app(**ADDRESS_LIMIT)
-    alice = unique("alice")
-    with app.app_context():
-        create_account(alice)
-    browser = Browser(app)
+def test_the_address_opens_again_when_the_window_has_passed(login_site: LoginSite) -> None:
+    site = login_site(**ADDRESS_LIMIT)
+    alice, browser = site.account(), site.browser()
     for _ in range(4):
         browser.log_in(unique("guess"))
     assert browser.log_in(alice, PASSWORD).status_code == 429
@@ -181,10 +132,9 @@ def test_the_address_opens_again_when_the_window_has_passed(make_app: MakeApp) -
     assert browser.log_in(alice, PASSWORD).status_code == 302
 
 
-def test_the_throttled_message_gives_the_wait_in_minutes(make_app: MakeApp) -> None:
-    app = make_app(LOGIN_LIMIT_ACCOUNT="2 per hour", LOGIN_LIMIT_ADDRESS="500 per minute")
-    name = unique("alice")
-    browser = Browser(app)
+def test_the_throttled_message_gives_the_wait_in_minutes(login_site: LoginSite) -> None:
+    site = login_site(LOGIN_LIMIT_ACCOUNT="2 per hour", LOGIN_LIMIT_ADDRESS="500 per minute")
+    name, browser = unique("alice"), site.browser()
     browser.log_in(name)
     browser.log_in(name)
     response = browser.log_in(name)
@@ -194,9 +144,8 @@ def test_the_throttled_message_gives_the_wait_in_minutes(make_app: MakeApp) -> N
     assert 3590 <= int(response.headers["Retry-After"]) <= 3601
 
 
-def test_a_get_of_the_login_page_is_never_throttled(make_app: MakeApp) -> None:
-    app = make_app(**ADDRESS_LIMIT)
-    browser = Browser(app)
+def test_a_get_of_the_login_page_is_never_throttled(login_site: LoginSite) -> None:
+    browser = login_site(**ADDRESS_LIMIT).browser()
     for _ in range(5):
         browser.log_in(unique("guess"))
     assert browser.client.get("/accounts/login").status_code == 200
@@ -204,44 +153,40 @@ def test_a_get_of_the_login_page_is_never_throttled(make_app: MakeApp) -> None:
 
 @pytest.mark.parametrize("stack", ["services"], indirect=True)
 def test_login_failures_are_counted_in_redis_under_the_apps_prefix(
-    make_app: MakeApp, redis_client: redis.Redis
+    login_site: LoginSite, redis_client: redis.Redis
 ) -> None:
-    app = make_app(**ACCOUNT_LIMIT)
-    browser = Browser(app)
+    site = login_site(**ACCOUNT_LIMIT)
+    browser = site.browser()
     for _ in range(3):
         browser.log_in(unique("alice"))
-    prefix = app.config["REDIS_KEY_PREFIX"]
+    prefix = site.app.config["REDIS_KEY_PREFIX"]
     keys = list(redis_client.scan_iter(match=f"{prefix}limits*"))
     assert keys, f"no Redis key starts with {prefix}limits"
 
 
 @pytest.mark.parametrize("stack", ["services"], indirect=True)
-def test_apps_with_different_key_prefixes_keep_separate_counts(make_app: MakeApp) -> None:
+def test_apps_with_different_key_prefixes_keep_separate_counts(login_site: LoginSite) -> None:
     """Two sites sharing one Redis (or two test runs) must not throttle each other's users."""
-    name = unique("alice")
-    first = make_app(**ACCOUNT_LIMIT)
-    with first.app_context():
-        create_account(name)
+    first = login_site(**ACCOUNT_LIMIT)
+    name = first.account()
     for _ in range(3):
-        Browser(first).log_in(name)
-    assert Browser(first).log_in(name, PASSWORD).status_code == 429
-    prefix = first.config["REDIS_KEY_PREFIX"] + "other:"
-    second = make_app(**ACCOUNT_LIMIT, REDIS_KEY_PREFIX=prefix)  # same database, same user
-    assert Browser(second).log_in(name, PASSWORD).status_code == 302
+        first.browser().log_in(name)
+    assert first.browser().log_in(name, PASSWORD).status_code == 429
+    prefix = first.app.config["REDIS_KEY_PREFIX"] + "other:"
+    second = login_site(**ACCOUNT_LIMIT, REDIS_KEY_PREFIX=prefix)  # same database, same user
+    assert second.browser().log_in(name, PASSWORD).status_code == 302
 
 
 def test_simultaneous_guesses_are_counted_before_any_password_is_checked(
-    make_app: MakeApp,
+    login_site: LoginSite,
 ) -> None:
     """Stops a burst racing the limiter: 20 wrong passwords sent at once for one account were
     all checked (every one answered 401) against a limit of 3, since the count came after."""
     import threading
 
-    app = make_app(**ACCOUNT_LIMIT)
-    name = unique("alice")
-    with app.app_context():
-        create_account(name)
-    browsers = [Browser(app) for _ in range(20)]
+    site = login_site(**ACCOUNT_LIMIT)
+    name = site.account()
+    browsers = [site.browser() for _ in range(20)]
     for browser in browsers:  # each has its page and token before the burst
         match = CSRF_META.search(browser.client.get("/accounts/login").get_data(as_text=True))
         assert match
@@ -260,47 +205,48 @@ def test_simultaneous_guesses_are_counted_before_any_password_is_checked(
     assert sorted(statuses) == [401] * 3 + [429] * 17
 
 
-def test_the_owners_browser_is_not_locked_out_by_strangers(make_app: MakeApp) -> None:
+def signed_in_then_out(site: Site, name: str) -> Browser:
+    """The owner's browser: it signed in once (so it holds a device cookie), then out."""
+    owner = site.browser()
+    assert owner.log_in(name, PASSWORD).status_code == 302
+    page = owner.client.get("/accounts/profile").get_data(as_text=True)
+    match = CSRF_META.search(page)
+    assert match
+    owner.client.post("/accounts/logout", data={"csrf_token": match.group(1)})
+    return owner
+
+
+def test_the_owners_browser_is_not_locked_out_by_strangers(login_site: LoginSite) -> None:
     """Stops anyone locking the owner out: strangers' failures lock the account for browsers
     without a device cookie, while the owner's browser, which signed in before, still can."""
-    app = make_app(**ACCOUNT_LIMIT)
-    name = unique("alice")
-    with app.app_context():
-        create_account(name)
-    owner = Browser(app)
-    assert owner.log_in(name, PASSWORD).status_code == 302  # gets the device cookie
-    owner.client.post("/accounts/logout", data={"csrf_token": owner_token(owner)})
-    attacker = Browser(app)
+    site = login_site(**ACCOUNT_LIMIT)
+    name = site.account()
+    owner = signed_in_then_out(site, name)
+    attacker = site.browser()
     for _ in range(3):
         assert attacker.log_in(name).status_code == 401
     assert_throttled(attacker.log_in(name, PASSWORD))
-    assert_throttled(Browser(app).log_in(name, PASSWORD))  # any browser without the cookie
+    assert_throttled(site.browser().log_in(name, PASSWORD))  # any browser without the cookie
     assert owner.log_in(name, PASSWORD).status_code == 302
     assert owner.whoami() == name
 
 
-def test_a_device_cookie_has_its_own_allowance(make_app: MakeApp) -> None:
+def test_a_device_cookie_has_its_own_allowance(login_site: LoginSite) -> None:
     """Stops a stolen or guessing device from bypassing throttling: its failures count
     against its own cookie, which locks after the account limit."""
-    app = make_app(**ACCOUNT_LIMIT)
-    name = unique("alice")
-    with app.app_context():
-        create_account(name)
-    owner = Browser(app)
-    assert owner.log_in(name, PASSWORD).status_code == 302
-    owner.client.post("/accounts/logout", data={"csrf_token": owner_token(owner)})
+    site = login_site(**ACCOUNT_LIMIT)
+    name = site.account()
+    owner = signed_in_then_out(site, name)
     for _ in range(3):
         assert owner.log_in(name).status_code == 401
     assert_throttled(owner.log_in(name, PASSWORD))
-    assert Browser(app).log_in(name, PASSWORD).status_code == 302  # the account is still open
+    assert site.browser().log_in(name, PASSWORD).status_code == 302  # the account is open
 
 
-def test_a_forged_device_cookie_counts_as_a_stranger(make_app: MakeApp) -> None:
-    app = make_app(**ACCOUNT_LIMIT)
-    name = unique("alice")
-    with app.app_context():
-        create_account(name)
-    attacker = Browser(app)
+def test_a_forged_device_cookie_counts_as_a_stranger(login_site: LoginSite) -> None:
+    site = login_site(**ACCOUNT_LIMIT)
+    name = site.account()
+    attacker = site.browser()
     attacker.client.set_cookie("device", "W1sxLCJhYmMiXV0.forged", path="/accounts/login")
     for _ in range(3):
         assert attacker.log_in(name).status_code == 401
@@ -308,21 +254,12 @@ def test_a_forged_device_cookie_counts_as_a_stranger(make_app: MakeApp) -> None:
 
 
 def test_the_device_cookie_is_signed_http_only_and_sent_only_to_the_login(
-    make_app: MakeApp,
+    login_site: LoginSite,
 ) -> None:
-    app = make_app(**ACCOUNT_LIMIT)
-    name = unique("alice")
-    with app.app_context():
-        create_account(name)
-    browser = Browser(app)
-    response = browser.log_in(name, PASSWORD)
+    site = login_site(**ACCOUNT_LIMIT)
+    name = site.account()
+    response = site.browser().log_in(name, PASSWORD)
     [cookie] = [c for c in response.headers.getlist("Set-Cookie") if c.startswith("device=")]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
     assert "Path=/accounts/login" in cookie
-    assert str(name) not in cookie  # it names the account by id, signed
-
-
-def owner_token(browser: Browser) -> str:
-    match = CSRF_META.search(browser.client.get("/accounts/profile").get_data(as_text=True))
-    assert match
-    return match.group(1)
+    assert name not in cookie  # it names the account by id, signed

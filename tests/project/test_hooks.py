@@ -126,3 +126,10 @@ def test_app_log_lines_never_hold_url_tokens(app: Flask, caplog: pytest.LogCaptu
         "refused /accounts/password/reset/[redacted]?next=/",
         '127.0.0.1 - - "GET /transfer/files/f/download?x=1&share=[redacted]" 200 -',
     ]
+
+
+def test_without_a_registered_login_page_login_required_answers_401(app: Flask) -> None:
+    del app.extensions["login_view"]  # as if no installed app offered logins
+    client = app.test_client()
+    assert client.get("/_probe/private").status_code == 401
+    assert 'href="/accounts/login"' not in client.get("/").get_data(as_text=True)

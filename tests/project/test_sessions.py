@@ -8,8 +8,10 @@ import msgspec
 import pytest
 import redis
 from flask import Flask
+from flask.testing import FlaskClient
 
-from tests.conftest import REDIS_URL
+from project import sessions
+from tests.conftest import REDIS_URL, create_account
 
 
 def session_cookie(response) -> str:  # type: ignore[no-untyped-def]
@@ -128,3 +130,90 @@ def test_a_pickle_planted_in_redis_is_never_unpickled(
     )
     assert client.get("/_probe/session/read").json == {"probe": None}
     assert not marker.exists(), "a pickle from Redis was executed"
+
+
+# -- the public API apps use ----------------------------------------------------------------
+
+
+def logged_in(app: Flask, username: str = "alice") -> tuple[FlaskClient, int, str]:
+    """A browser logged in as a new user: (client, user id, session id)."""
+    with app.app_context():
+        user_id = create_account(username)
+    client = app.test_client()
+    assert client.get(f"/_probe/login/{user_id}").json == {"ok": True}
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    return client, user_id, cookie.value
+
+
+def whoami(client: FlaskClient) -> str | None:
+    user: str | None = client.get("/_probe/whoami").json["user"]  # type: ignore[index]
+    return user
+
+
+def test_current_sid_is_the_id_the_cookie_carries(app: Flask) -> None:
+    client, _, sid = logged_in(app)
+    with client:
+        client.get("/_probe/whoami")
+        assert sessions.current_sid() == sid
+
+
+def test_a_logged_in_session_exists_until_delete_session_ends_it(app: Flask) -> None:
+    client, _, sid = logged_in(app)
+    other, _, other_sid = logged_in(app, "bob")
+    with app.app_context():
+        assert sessions.session_exists(sid)
+        sessions.delete_session(sid)
+        assert not sessions.session_exists(sid)
+        assert sessions.session_exists(other_sid)
+    assert whoami(client) is None  # the cookie no longer logs in
+    assert whoami(other) == "bob"
+
+
+def test_an_unknown_session_does_not_exist_and_deleting_it_is_no_error(app: Flask) -> None:
+    with app.app_context():
+        assert not sessions.session_exists("unknown-" + "A" * 40)
+        sessions.delete_session("unknown-" + "A" * 40)
+
+
+def test_logging_in_puts_the_session_in_its_users_index(app: Flask) -> None:
+    _, alice, sid = logged_in(app)
+    _, bob, bob_sid = logged_in(app, "bob")
+    with app.app_context():
+        assert list(sessions.index_entries(alice)) == [sid]
+        assert list(sessions.index_entries(bob)) == [bob_sid]
+        assert sessions.index_count() == 2
+
+
+def test_the_index_lists_replaces_and_removes_a_users_session_ids(app: Flask) -> None:
+    with app.app_context():
+        assert sessions.index_entries(1) == {}
+        assert sessions.index_count() == 0
+        sessions.index_put(1, "sid-a", {"device": "phone", "seen": 1})
+        sessions.index_put(1, "sid-b", {"device": "laptop", "seen": 2})
+        sessions.index_put(2, "sid-c", {"device": "desktop", "seen": 3})
+        sessions.index_put(1, "sid-a", {"device": "phone", "seen": 4})  # replaces
+        assert sessions.index_entries(1) == {
+            "sid-a": {"device": "phone", "seen": 4},
+            "sid-b": {"device": "laptop", "seen": 2},
+        }
+        assert sessions.index_count() == 3
+        sessions.index_remove(1, "sid-a")
+        sessions.index_remove(1, "sid-unknown")  # no error
+        assert sessions.index_entries(1) == {"sid-b": {"device": "laptop", "seen": 2}}
+        assert sessions.index_entries(2) == {"sid-c": {"device": "desktop", "seen": 3}}
+        assert sessions.index_count() == 2
+        sessions.index_remove(1, "sid-b")
+        sessions.index_remove(2, "sid-c")
+        assert sessions.index_entries(1) == {} and sessions.index_count() == 0
+
+
+@pytest.mark.parametrize("stack", ["services"], indirect=True)
+def test_the_index_lives_in_redis_under_the_project_prefix_and_expires(
+    app: Flask, redis_client: redis.Redis
+) -> None:
+    with app.app_context():
+        sessions.index_put(7, "sid-a", {"device": "phone"})
+    key = f"{app.config['REDIS_KEY_PREFIX']}user_sessions:7"
+    assert redis_client.hkeys(key) == [b"sid-a"]
+    assert 0 < redis_client.ttl(key) <= app.config["SESSION_LIFETIME_SECONDS"]
