@@ -65,6 +65,7 @@ class Config:
     SESSION_LIFETIME_SECONDS = 14 * 24 * 3600  # "remember me", and the store's expiry
     SESSION_ABSOLUTE_SECONDS = 12 * 3600  # a login without "remember me" lasts this long...
     SESSION_IDLE_SECONDS = 2 * 3600  # ...unless idle for this long
+    SESSION_MAX_PER_USER = 50  # open login sessions per user; a new login ends the oldest
     SESSION_COOKIE_NAME = "session"
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
@@ -332,6 +333,7 @@ _VARIABLES = {
     "SESSION_LIFETIME_SECONDS": _int,
     "SESSION_ABSOLUTE_SECONDS": _int,
     "SESSION_IDLE_SECONDS": _int,
+    "SESSION_MAX_PER_USER": _int,
     "MAIL_BACKEND": _choice("console", "smtp"),
     "MAIL_SERVER": _str,
     "MAIL_PORT": _int,

@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from flask import request, session
+from flask import current_app, request, session
 
 from project.sessions import (
     current_sid,
@@ -49,7 +50,8 @@ class SessionInfo:
 
 
 def remember_current(user_id: int) -> None:
-    """Add the session that just logged in to the user's index."""
+    """Add the session that just logged in to the user's index (pruned and capped first)."""
+    _make_room(user_id, current_app.config["SESSION_MAX_PER_USER"] - 1)
     now = int(time.time())
     index_put(
         user_id,
@@ -59,9 +61,30 @@ def remember_current(user_id: int) -> None:
             "ip": request.remote_addr or "",
             "started": now,
             "seen": now,
+            "login_ns": time.time_ns(),  # orders logins within one second
         },
     )
     session["indexed_at"] = now
+
+
+def _make_room(user_id: int, keep: int) -> None:
+    """Forget sessions that ended on their own; past *keep*, end the least recently seen.
+
+    The index is read on every request, so it must not grow with every login
+    ever made: a script that logs in each run would otherwise add an entry a run.
+    """
+    live: dict[str, dict[str, Any]] = {}
+    for sid, entry in index_entries(user_id).items():
+        if session_exists(sid):
+            live[sid] = entry
+        else:
+            index_remove(user_id, sid)
+    by_last_seen = sorted(
+        live, key=lambda sid: (int(live[sid].get("seen", 0)), int(live[sid].get("login_ns", 0)))
+    )
+    for sid in by_last_seen[: max(0, len(live) - keep)]:
+        delete_session(sid)
+        index_remove(user_id, sid)
 
 
 def validate_current(user_id: int) -> bool:

@@ -1303,3 +1303,33 @@ def test_after_a_reset_the_api_keys_are_shown_with_one_click_to_revoke_them(
         data={"csrf_token": page_token(done), "grant": f"{user_id}.forged"},
     )
     assert forged.status_code == 404
+
+
+def test_logins_past_the_cap_end_the_least_recently_used_session(make_app: MakeApp) -> None:
+    """Stops sessions piling up: every login used to add to the user's index (read on every
+    request) and nothing pruned it. Past SESSION_MAX_PER_USER the oldest session ends."""
+    from project.sessions import index_entries
+
+    app = make_app(SESSION_MAX_PER_USER=3)
+    with app.app_context():
+        user_id = create_account("alice")
+    clients = []
+    for _ in range(5):
+        clients.append(logged_in_client(app))
+    assert [whoami(c) for c in clients] == [None, None, "alice", "alice", "alice"]
+    with app.app_context():
+        assert len(index_entries(user_id)) == 3
+
+
+def test_sessions_that_ended_on_their_own_leave_the_index_at_the_next_login(app: Flask) -> None:
+    from project.sessions import delete_session, index_entries
+
+    with app.app_context():
+        user_id = create_account("alice")
+    first = logged_in_client(app)
+    with app.app_context():
+        delete_session(session_id(first))  # as the store's expiry would
+    logged_in_client(app)
+    with app.app_context():
+        assert session_id(first) not in index_entries(user_id)
+        assert len(index_entries(user_id)) == 1
