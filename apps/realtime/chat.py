@@ -122,6 +122,11 @@ def handle(raw: str | bytes, room: models.Room, user: Any) -> str | None:
         before = data.get("before")
         if not isinstance(before, int) or isinstance(before, bool):
             return _error("bad_request", "history needs an integer 'before'")
+        # Each request costs a query and up to CHAT_HISTORY messages back: it counts
+        # against the same allowance as posting, or 40 bytes in buy 100 KB out, forever.
+        refused = _over_chat_limit(user)
+        if refused is not None:
+            return refused
         limit = current_app.config["CHAT_HISTORY"]
         older = models.recent_messages(room.id, limit, before=before)
         return json.dumps(
@@ -134,6 +139,16 @@ def handle(raw: str | bytes, room: models.Room, user: Any) -> str | None:
     return _error("bad_request", f"unknown message type {kind!r}")
 
 
+def _over_chat_limit(user: Any, **extra: Any) -> str | None:
+    """Take one from the user's CHAT_RATE_LIMIT allowance; the error frame when none is left."""
+    rule = parse(current_app.config["CHAT_RATE_LIMIT"])
+    if limiter.limiter.hit(rule, "chat", str(user.id)):
+        return None
+    reset_at, _ = limiter.limiter.get_window_stats(rule, "chat", str(user.id))
+    wait = max(1, int(reset_at - time.time()) + 1)
+    return _error("rate_limited", f"slow down: try again in {wait} s", retry_after=wait, **extra)
+
+
 def _post(data: dict[str, Any], room: models.Room, user: Any) -> str | None:
     body = data.get("body")
     client_id = data.get("client_id")
@@ -143,16 +158,9 @@ def _post(data: dict[str, Any], room: models.Room, user: Any) -> str | None:
     maximum = current_app.config["CHAT_MESSAGE_MAX_LENGTH"]
     if len(body) > maximum:
         return _error("too_long", f"messages are at most {maximum} characters", client_id=client_id)
-    rule = parse(current_app.config["CHAT_RATE_LIMIT"])
-    if not limiter.limiter.hit(rule, "chat", str(user.id)):
-        reset_at, _ = limiter.limiter.get_window_stats(rule, "chat", str(user.id))
-        wait = max(1, int(reset_at - time.time()) + 1)
-        return _error(
-            "rate_limited",
-            f"slow down: try again in {wait} s",
-            retry_after=wait,
-            client_id=client_id,
-        )
+    refused = _over_chat_limit(user, client_id=client_id)
+    if refused is not None:
+        return refused
     message = models.add_message(room.id, user.id, user.username, body)
     payload = message.as_json()
     if isinstance(client_id, str):
