@@ -106,6 +106,7 @@ class Config:
     WEBSOCKET_CLOSE_TIMEOUT = 5.0  # seconds we wait for the peer's close frame
     # Bytes waiting to be written to one socket; past it the peer is dropped (1013).
     WEBSOCKET_MAX_QUEUE = 1 << 20
+    WEBSOCKET_MAX_PER_USER = 20  # open sockets per user across every worker and host
     WEBSOCKET_ECHO = True  # /ws/echo, for conformance tests; off in production
     CHAT_MESSAGE_MAX_LENGTH = 2000
     CHAT_RATE_LIMIT = "20 per 10 seconds"  # messages per user
@@ -355,6 +356,7 @@ _VARIABLES = {
     "WEBSOCKET_PING_TIMEOUT": _seconds,
     "WEBSOCKET_CLOSE_TIMEOUT": _seconds,
     "WEBSOCKET_MAX_QUEUE": _int,
+    "WEBSOCKET_MAX_PER_USER": _int,
     "WEBSOCKET_ECHO": _bool,
     "CHAT_MESSAGE_MAX_LENGTH": _int,
     "CHAT_RATE_LIMIT": _str,

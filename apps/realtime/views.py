@@ -54,4 +54,4 @@ def room_socket(name: str) -> Response:
     after = request.args.get("after", type=int)
     user = g.user
     db.release()  # the socket may stay open for hours: hold no pooled connection meanwhile
-    return serve(lambda ws: chat.run_room(ws, found, user, after))
+    return serve(lambda ws: chat.run_room(ws, found, user, after), owner=user.id)

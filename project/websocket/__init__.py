@@ -41,9 +41,16 @@ bp = Blueprint("websocket", __name__)
 
 
 def init_app(app: Flask) -> None:
-    """Serve ``/ws/echo``, and close every open socket with 1001 when the process stops."""
+    """Serve ``/ws/echo``, count each user's sockets, close them all with 1001 on stop."""
     from project.lifecycle import on_shutdown
     from project.websocket import views  # noqa: F401
+    from project.websocket.slots import SocketSlots
 
     app.register_blueprint(bp, url_prefix="/ws")
+    app.extensions["websocket_slots"] = SocketSlots(
+        app.extensions.get("redis"),
+        app.config["REDIS_KEY_PREFIX"],
+        app.config["WEBSOCKET_MAX_PER_USER"],
+        app.config["PRESENCE_TTL"],
+    )
     on_shutdown(close_all)

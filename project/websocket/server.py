@@ -288,10 +288,18 @@ def raw_socket(environ: dict[str, Any]) -> socket.socket | None:
     return sock if isinstance(sock, socket.socket) else None
 
 
-def serve(handler: Callable[[WebSocket], None], *, subprotocols: tuple[str, ...] = ()) -> Response:
+def serve(
+    handler: Callable[[WebSocket], None],
+    *,
+    subprotocols: tuple[str, ...] = (),
+    owner: int | None = None,
+) -> Response:
     """Answer this request as a WebSocket and run *handler* on it; call from a view.
 
     A request that is not a valid upgrade gets an ordinary HTTP error response.
+    With *owner* (a user id), the socket takes one of that user's
+    ``WEBSOCKET_MAX_PER_USER`` slots, across every worker and host, for its
+    whole life; with none left the answer is 429.
     """
     config = current_app.config
     try:
@@ -312,7 +320,29 @@ def serve(handler: Callable[[WebSocket], None], *, subprotocols: tuple[str, ...]
         return Response(
             "this server cannot switch protocols to WebSocket\n", 501, mimetype="text/plain"
         )
-    sock.sendall(accepted.response())
+    slots = current_app.extensions["websocket_slots"]
+    if owner is not None and not slots.acquire(owner):
+        limit = config["WEBSOCKET_MAX_PER_USER"]
+        return Response(
+            f"too many open sockets: at most {limit} per user; close one and try again\n",
+            429,
+            {"Retry-After": "5"},
+            mimetype="text/plain",
+        )
+    try:
+        sock.sendall(accepted.response())
+        _run(sock, accepted, handler)
+    finally:
+        if owner is not None:
+            slots.release(owner)
+    return Response(_NothingMoreToSend(), 200)
+
+
+def _run(
+    sock: socket.socket, accepted: handshake.Handshake, handler: Callable[[WebSocket], None]
+) -> None:
+    """Drive one upgraded connection: run the handler, then close it properly."""
+    config = current_app.config
     ws = WebSocket(
         sock,
         Connection(config["WEBSOCKET_MAX_MESSAGE_SIZE"], deflate=accepted.deflate),
@@ -331,4 +361,3 @@ def serve(handler: Callable[[WebSocket], None], *, subprotocols: tuple[str, ...]
         ws.close(CloseCode.INTERNAL_ERROR, "internal error")
     finally:
         ws.finish()
-    return Response(_NothingMoreToSend(), 200)
