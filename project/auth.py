@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 
 from flask import Flask, abort, current_app, g, redirect, request, session, url_for
 
+from project.revocation import revoke_session
+
 SESSION_USER_KEY = "user_id"
 SEEN_RESOLUTION = 60  # seconds: refresh seen_at at most this often (each refresh is a write)
 
@@ -57,8 +59,12 @@ def start_session(user_id: int, *, remember: bool) -> None:
 
 
 def end_session() -> None:
-    """Log out: the stored session is deleted now, and this browser gets a new, empty one."""
+    """Log out: the stored session is deleted now, and this browser gets a new, empty one.
+
+    Sockets the session opened (other tabs) are closed too.
+    """
     if session:
+        revoke_session(session.sid)  # type: ignore[attr-defined]
         current_app.session_interface.regenerate(session)  # type: ignore[attr-defined]
     session.clear()
 

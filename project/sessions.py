@@ -31,6 +31,8 @@ from cachelib.serializers import FileSystemSerializer
 from flask import Flask, current_app, session
 from flask_session import Session
 
+from project.revocation import revoke_session
+
 
 class StrictMsgpackSerializer:
     """Session (de)serializer for Flask-Session: msgpack maps only, no fallbacks."""
@@ -121,9 +123,13 @@ def session_exists(sid: str) -> bool:
 
 
 def delete_session(sid: str) -> None:
-    """Delete a session from the store, so that its cookie opens nothing from now on."""
+    """Delete a session from the store, so that its cookie opens nothing from now on.
+
+    Its open sockets, on any worker or host, are closed too (1008).
+    """
     interface = _interface()
     interface._delete_session(interface._get_store_id(sid))
+    revoke_session(sid)
 
 
 # -- each user's sessions -----------------------------------------------------------------

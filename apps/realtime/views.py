@@ -10,6 +10,7 @@ from apps.realtime.exceptions import RoomExists
 from apps.realtime.forms import RoomForm
 from project.auth import login_required
 from project.extensions import db
+from project.revocation import revocable
 from project.websocket import serve
 
 
@@ -54,4 +55,4 @@ def room_socket(name: str) -> Response:
     after = request.args.get("after", type=int)
     user = g.user
     db.release()  # the socket may stay open for hours: hold no pooled connection meanwhile
-    return serve(lambda ws: chat.run_room(ws, found, user, after), owner=user.id)
+    return serve(revocable(lambda ws: chat.run_room(ws, found, user, after)), owner=user.id)
