@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import logging
 import socket
 import threading
@@ -283,6 +284,35 @@ def request_headers() -> dict[str, str]:
     return {name: ", ".join(request.headers.getlist(name)) for name in names}
 
 
+def bytes_read_past_the_request(environ: dict[str, Any], sock: socket.socket) -> bytes:
+    """What the server's HTTP reader took off the wire after the request's headers.
+
+    A client may send its first frame in the same TCP write as the handshake;
+    those bytes then sit in the server's read buffer, not in the socket, and
+    must reach the protocol (they were lost before). gunicorn keeps them in its
+    request's unreader; werkzeug in the buffered reader that is ``wsgi.input``.
+    Neither gives a public way to take them, so each is read without waiting.
+    """
+    stream = environ.get("wsgi.input")
+    unreader = getattr(getattr(stream, "reader", None), "unreader", None)
+    buffered = getattr(unreader, "buf", None)
+    if isinstance(buffered, io.BytesIO):  # gunicorn
+        if not buffered.getbuffer().nbytes:
+            return b""
+        data: bytes = unreader.read()  # type: ignore[union-attr]  # only what is buffered
+        return data
+    if isinstance(stream, io.BufferedReader):  # werkzeug
+        timeout = sock.gettimeout()
+        sock.setblocking(False)  # peek() then returns what is buffered, never waits
+        try:
+            return stream.peek(READ_SIZE) and stream.read1(READ_SIZE)
+        except (BlockingIOError, OSError):
+            return b""
+        finally:
+            sock.settimeout(timeout)
+    return b""
+
+
 def raw_socket(environ: dict[str, Any]) -> socket.socket | None:
     sock = environ.get("werkzeug.socket") or environ.get("gunicorn.socket")
     return sock if isinstance(sock, socket.socket) else None
@@ -330,8 +360,9 @@ def serve(
             mimetype="text/plain",
         )
     try:
+        early = bytes_read_past_the_request(request.environ, sock)
         sock.sendall(accepted.response())
-        _run(sock, accepted, handler)
+        _run(sock, accepted, handler, early)
     finally:
         if owner is not None:
             slots.release(owner)
@@ -339,7 +370,10 @@ def serve(
 
 
 def _run(
-    sock: socket.socket, accepted: handshake.Handshake, handler: Callable[[WebSocket], None]
+    sock: socket.socket,
+    accepted: handshake.Handshake,
+    handler: Callable[[WebSocket], None],
+    early: bytes = b"",
 ) -> None:
     """Drive one upgraded connection: run the handler, then close it properly."""
     config = current_app.config
@@ -352,6 +386,8 @@ def _run(
         max_queue=config["WEBSOCKET_MAX_QUEUE"],
         subprotocol=accepted.subprotocol,
     )
+    if early:
+        ws.connection.receive_data(early)  # frames sent along with the handshake
     try:
         handler(ws)
     except ConnectionClosed:

@@ -6,6 +6,7 @@ sockets, so they can do what no well-behaved client library would.
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import struct
@@ -124,3 +125,20 @@ def _frames_up_to_error(data: bytes) -> list[tuple[int, bytes]]:
         frames.append((data[0] & 0x0F, data[offset : offset + length]))
         data = data[offset + length :]
     return frames
+
+
+def test_a_frame_sent_with_the_handshake_is_not_lost(server: Server) -> None:
+    """A client may send its first frame in the same TCP write as the upgrade request; the
+    server's HTTP reader had buffered those bytes, and they were dropped (no answer ever)."""
+    port = int(server.url.rsplit(":", 1)[1])
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET /ws/echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request + frame(0x1, b"first") + frame(0x8, struct.pack("!H", 1000)))
+        data, _ = read_until_closed(sock, b"", 10)
+    head, rest = data.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    assert parse_frames(rest)[0] == (0x1, b"first")
