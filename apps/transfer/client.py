@@ -45,8 +45,9 @@ from urllib.parse import quote, unquote, urlsplit
 from tqdm import tqdm
 
 from apps.accounts.apikeys import KEY_PATTERN
-from apps.transfer import tcp
+from apps.transfer import wire
 from apps.transfer.blocks import BLOCK_SIZE, HashingThread, fill, fsync_dir
+from apps.transfer.exceptions import PeerClosed, ProtocolError
 from apps.transfer.names import clean_filename
 
 T = TypeVar("T")
@@ -84,7 +85,7 @@ class Retry(Exception):
     """A dropped connection, a busy server, a file that changed: try again (with backoff)."""
 
 
-#: Server error codes (tcp.ERRORS) as exit codes; those not listed are worth a retry.
+#: Server error codes (wire.ERRORS) as exit codes; those not listed are worth a retry.
 _EXIT_FOR = {
     "auth_failed": ExitCode.AUTH,
     "not_found": ExitCode.NOT_FOUND,
@@ -216,7 +217,7 @@ def pull(options: Options, file_id: str, output: Path | None) -> Outcome:
     Raises:
         ClientError: with the exit code that says why.
     """
-    if not tcp.FILE_ID.match(file_id):
+    if not wire.FILE_ID.match(file_id):
         raise ClientError(f"{file_id!r} is not a file id (32 hex digits)", ExitCode.USAGE)
     transport = _transport(options)
     silent = _Progress(None)
@@ -544,9 +545,9 @@ class TcpTransport:
         try:
             self._authenticate(sock)
             yield sock
-        except tcp.PeerClosed as exc:
+        except PeerClosed as exc:
             raise Retry(f"the server closed the connection ({exc})") from exc
-        except tcp.TransferProtocolError as exc:
+        except ProtocolError as exc:
             raise ClientError(f"the server broke the protocol: {exc}") from exc
         except (OSError, http.client.HTTPException) as exc:
             raise Retry(f"connection lost: {_reason(exc)}") from exc
@@ -579,23 +580,23 @@ class TcpTransport:
         # wait for the challenge until the server gives up on it: ask sooner.
         sock.settimeout(min(self.options.timeout, GREETING_TIMEOUT))
         try:
-            challenge = _checked(tcp.read_message(sock))
+            challenge = _checked(wire.read_message(sock))
         except TimeoutError:
             hint = "" if self.tls else " (if it speaks TLS, pass --tls or --cafile)"
             raise Retry(
                 f"the server did not greet us within {sock.gettimeout():g} s{hint}"
             ) from None
         sock.settimeout(self.options.timeout)
-        if challenge.get("type") != "challenge" or challenge.get("version") != tcp.VERSION:
+        if challenge.get("type") != "challenge" or challenge.get("version") != wire.VERSION:
             raise ClientError(
                 f"the server speaks protocol version {challenge.get('version')!r},"
-                f" not {tcp.VERSION} (or is not a transfer server)"
+                f" not {wire.VERSION} (or is not a transfer server)"
             )
         try:
-            nonce = tcp.decode_nonce(challenge.get("nonce"))
+            nonce = wire.decode_nonce(challenge.get("nonce"))
         except ValueError as exc:
             raise ClientError(f"the server's challenge is malformed: {exc}") from None
-        mac = tcp.auth_mac(self.secret, nonce, self.key_id)
+        mac = wire.auth_mac(self.secret, nonce, self.key_id)
         _request(sock, {"type": "auth", "key_id": self.key_id, "mac": mac})
 
     def push(self, local: LocalFile, progress: _Progress) -> tuple[str, str]:
@@ -644,8 +645,8 @@ def _remote(reply: Mapping[str, Any]) -> Remote:
 def _request(sock: socket.socket, message: Mapping[str, Any]) -> dict[str, Any]:
     """Send *message* (none if empty) and read the reply, which must be ``ok``."""
     if message:
-        tcp.send_message(sock, message)
-    return _checked(tcp.read_message(sock))
+        wire.send_message(sock, message)
+    return _checked(wire.read_message(sock))
 
 
 def _checked(reply: dict[str, Any]) -> dict[str, Any]:
@@ -666,7 +667,7 @@ def _send_file(
     position = offset
     while position < size:
         count = min(SEND_SLICE, size - position)
-        sent = tcp.send_file(sock, f, position, count)
+        sent = wire.send_file(sock, f, position, count)
         progress.advance(sent)
         position += sent
         if sent < count:
@@ -675,9 +676,9 @@ def _send_file(
 
 def _explain_broken_send(sock: socket.socket) -> None:
     """After a failed send, read the error the server may have sent first (quota, disk full)."""
-    with contextlib.suppress(OSError, tcp.TransferProtocolError):
+    with contextlib.suppress(OSError, ProtocolError):
         sock.settimeout(2.0)
-        _checked(tcp.read_message(sock))
+        _checked(wire.read_message(sock))
 
 
 def _reason(exc: BaseException) -> str:
@@ -876,7 +877,7 @@ class HttpTransport:
             if response.status != 200:
                 raise self._fail(response, f"looking up {file_id}")
             etag = (response.getheader("ETag") or "").strip('"')
-            if not tcp.SHA256_HEX.match(etag):
+            if not wire.SHA256_HEX.match(etag):
                 raise ClientError(f"the server gave no SHA-256 for {file_id} (ETag {etag!r})")
             return Remote(
                 file_id,

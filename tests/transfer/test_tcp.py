@@ -34,7 +34,7 @@ from cryptography.x509.oid import NameOID
 from flask import Flask
 
 from apps.accounts import apikeys
-from apps.transfer import models, tcp
+from apps.transfer import models, tcp, wire
 from tests.transfer.conftest import Owner, make_owner, random_file, sha256_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,10 +78,10 @@ class Peer:
         self.sock.close()
 
     def read(self) -> dict[str, Any]:
-        return tcp.read_message(self.sock)
+        return wire.read_message(self.sock)
 
     def send(self, message: dict[str, Any]) -> None:
-        tcp.send_message(self.sock, message)
+        wire.send_message(self.sock, message)
 
     def ask(self, message: dict[str, Any]) -> dict[str, Any]:
         self.send(message)
@@ -90,14 +90,14 @@ class Peer:
     def nonce(self) -> bytes:
         challenge = self.read()
         assert challenge["type"] == "challenge" and challenge["version"] == 1
-        return tcp.decode_nonce(challenge["nonce"])
+        return wire.decode_nonce(challenge["nonce"])
 
     def answer(self, key: str) -> dict[str, Any]:
         """Answer the challenge with *key*, as a client holding it would."""
         nonce = self.nonce()
         key_id, secret = split_key(key)
         return self.ask(
-            {"type": "auth", "key_id": key_id, "mac": tcp.auth_mac(secret, nonce, key_id)}
+            {"type": "auth", "key_id": key_id, "mac": wire.auth_mac(secret, nonce, key_id)}
         )
 
     def closed(self) -> bool:
@@ -138,7 +138,7 @@ def pull(peer: Peer, file_id: str, offset: int = 0) -> tuple[dict[str, Any], byt
     reply = peer.ask({"op": "pull", "file_id": file_id, "offset": offset})
     if not reply["ok"]:
         return reply, b""
-    return reply, tcp.recv_exact(peer.sock, reply["size"] - offset)
+    return reply, wire.recv_exact(peer.sock, reply["size"] - offset)
 
 
 def push_part(port: int, owner: Owner, path: Path, count: int) -> str:
@@ -302,7 +302,7 @@ def test_a_wrong_answer_is_refused_and_the_connection_closed(
     key_id, _ = split_key(owner.key)
     with Peer(server.port) as peer:
         nonce = peer.nonce()
-        wrong = tcp.auth_mac(b"not the secret", nonce, key_id)
+        wrong = wire.auth_mac(b"not the secret", nonce, key_id)
         reply = peer.ask({"type": "auth", "key_id": key_id, "mac": wrong})
         assert reply["ok"] is False and reply["error"] == "auth_failed"
         assert peer.closed()
@@ -337,7 +337,7 @@ def test_an_answer_replayed_from_an_earlier_connection_fails(
         recorded = {
             "type": "auth",
             "key_id": key_id,
-            "mac": tcp.auth_mac(secret, seen_nonce, key_id),
+            "mac": wire.auth_mac(secret, seen_nonce, key_id),
         }
         assert first.ask(recorded)["ok"] is True
     with Peer(server.port) as second:
@@ -377,7 +377,7 @@ def test_a_message_over_the_limit_is_refused_then_closed(
 
 
 @pytest.mark.parametrize(
-    ("wire", "answer"),
+    ("mangle", "answer"),
     [
         pytest.param(lambda m: m[:2], None, id="half a length"),
         pytest.param(lambda m: m[:-10], None, id="half a message"),
@@ -385,11 +385,13 @@ def test_a_message_over_the_limit_is_refused_then_closed(
     ],
 )
 def test_a_push_header_cut_short_or_garbled_stores_nothing(
-    app: Flask, server: tcp.TransferServer, owner: Owner, wire: Any, answer: str | None
+    app: Flask, server: tcp.TransferServer, owner: Owner, mangle: Any, answer: str | None
 ) -> None:
-    message = tcp.encode_message({"op": "push", "name": "a.bin", "size": 1000, "sha256": "ab" * 32})
+    message = wire.encode_message(
+        {"op": "push", "name": "a.bin", "size": 1000, "sha256": "ab" * 32}
+    )
     with login(server.port, owner) as peer:
-        peer.sock.sendall(wire(message))
+        peer.sock.sendall(mangle(message))
         peer.sock.shutdown(socket.SHUT_WR)
         if answer is not None:
             assert peer.read()["error"] == answer
