@@ -44,7 +44,6 @@ from urllib.parse import quote, unquote, urlsplit
 
 from tqdm import tqdm
 
-from apps.accounts.apikeys import KEY_PATTERN
 from apps.transfer import wire
 from apps.transfer.blocks import BLOCK_SIZE, HashingThread, fill, fsync_dir
 from apps.transfer.exceptions import PeerClosed, ProtocolError
@@ -138,7 +137,7 @@ class Remote:
 
 def parse_key(key: str) -> tuple[str, bytes]:
     """The key id and secret of ``fmk_<id>_<secret>`` (a usage error otherwise)."""
-    match = KEY_PATTERN.match(key.strip())
+    match = wire.KEY_PATTERN.match(key.strip())
     if match is None:
         raise ClientError(
             "the API key is malformed: expected fmk_<16 hex>_<43 chars>", ExitCode.USAGE

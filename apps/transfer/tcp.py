@@ -34,8 +34,6 @@ from typing import Any, BinaryIO, TypeGuard
 
 from flask import Flask
 
-from apps.accounts import apikeys
-from apps.accounts.models import get_active_user
 from apps.transfer import models, storage, tusmeta
 from apps.transfer.exceptions import OffsetMismatch, PeerClosed, ProtocolError, TransferError
 from apps.transfer.models import TransferFile
@@ -53,6 +51,7 @@ from apps.transfer.wire import (
     send_file,
     send_message,
 )
+from project.auth import key_secret, mark_key_used
 from project.db import DatabaseError
 
 log = logging.getLogger(__name__)
@@ -299,15 +298,15 @@ class _Session:
 
     def _check_answer(self, nonce: bytes, key_id: str, mac: str) -> _User | None:
         with self.app.app_context():
-            found = apikeys.secret_for(key_id) if KEY_ID.match(key_id) else None
-            account = get_active_user(found[0]) if found else None
+            found = key_secret(key_id) if KEY_ID.match(key_id) else None
         secret = found[1] if found else self.server.dummy_secret
         # Compared even for an unknown key, so the time taken does not tell keys apart.
         matches = hmac.compare_digest(auth_mac(secret, nonce, key_id).encode(), mac.encode())
-        if not matches or found is None or account is None:
+        if not matches or found is None:
             return None
         with self.app.app_context():
-            apikeys.mark_used(key_id)
+            mark_key_used(key_id)
+        account = found[0]
         return _User(account.id, account.username)
 
     # -- operations (each returns whether the connection can go on) --

@@ -308,6 +308,14 @@ def test_a_wrong_answer_is_refused_and_the_connection_closed(
         assert peer.closed()
 
 
+def test_a_key_minted_by_accounts_has_the_wire_shape(owner: Owner) -> None:
+    """accounts mints keys, the wire format says what a client sends: the two must agree."""
+    match = wire.KEY_PATTERN.match(owner.key)
+    assert match and owner.key == f"fmk_{match['key_id']}_{match['secret']}"
+    assert wire.KEY_ID.match(match["key_id"])
+    assert apikeys.KEY_PATTERN.pattern == wire.KEY_PATTERN.pattern
+
+
 def test_an_unknown_or_revoked_key_gets_the_same_answer_as_a_wrong_one(
     app: Flask, server: tcp.TransferServer, owner: Owner
 ) -> None:
