@@ -26,10 +26,10 @@ from email.utils import format_datetime
 from http import HTTPStatus
 from typing import Any
 
-from flask import Response, current_app, g, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from apps.transfer import api_bp, models, storage, tusmeta
+from apps.transfer import models, storage, tusmeta
 from apps.transfer.exceptions import (
     BadRequest,
     OffsetMismatch,
@@ -44,6 +44,8 @@ from apps.transfer.names import clean_filename
 from apps.transfer.tusmeta import TUS_VERSION
 from apps.transfer.wire import SHA256_HEX
 from project.auth import login_required
+
+api_bp = Blueprint("transfer_api", "apps.transfer")
 
 EXTENSIONS = "creation,creation-with-upload,checksum,termination,expiration"
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"

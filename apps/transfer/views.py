@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 from flask import (
+    Blueprint,
     Response,
     abort,
     current_app,
@@ -19,7 +20,7 @@ from flask import (
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from apps.transfer import bp, models, storage
+from apps.transfer import models, storage
 from apps.transfer.forms import ShareForm
 from apps.transfer.models import TransferFile
 from apps.transfer.names import content_disposition
@@ -28,6 +29,9 @@ from project.auth import login_required
 from project.forms import Form
 
 DOWNLOAD_CSP = "sandbox; default-src 'none'"
+
+# Templates and static files are the package's (apps/transfer/templates, static), as ever.
+bp = Blueprint("transfer", "apps.transfer", template_folder="templates", static_folder="static")
 
 
 @bp.get("/")
