@@ -105,7 +105,6 @@ def _complete_file(file_id: str) -> TransferFile:
     return file
 
 
-@login_required
 def _owners_file(file_id: str) -> TransferFile:
     file = _complete_file(file_id)
     if g.user.id != file.owner_id:
@@ -122,6 +121,20 @@ def _shared_file(file_id: str, token: str) -> TransferFile:
 
 @bp.get("/files/<file_id>/download")
 def download(file_id: str) -> WerkzeugResponse:
+    """A file: anyone with a share link, else only its owner (see :func:`own_download`)."""
+    token = request.args.get("share")
+    if token is None:
+        return own_download(file_id)
+    return _send(_shared_file(file_id, token))
+
+
+@login_required
+def own_download(file_id: str) -> WerkzeugResponse:
+    """The owner's download: anonymous visitors go to the login page (API clients get 401)."""
+    return _send(_owners_file(file_id))
+
+
+def _send(file: TransferFile) -> WerkzeugResponse:
     """The file, whole or in one range, sent with ``sendfile`` under gunicorn.
 
     werkzeug does the HTTP: ETag (the content's SHA-256, so it is strong),
@@ -131,10 +144,6 @@ def download(file_id: str) -> WerkzeugResponse:
     would be the slow one; instead the file is positioned at the range's start
     and handed to the server's ``wsgi.file_wrapper`` too.
     """
-    token = request.args.get("share")
-    file = _shared_file(file_id, token) if token is not None else _owners_file(file_id)
-    if not isinstance(file, TransferFile):
-        return file  # login_required's way to the login page
     try:
         handle = storage.open_file(file)
     except FileNotFoundError:
