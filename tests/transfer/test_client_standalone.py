@@ -16,8 +16,7 @@ import pytest
 from flask import Flask
 
 from apps.transfer.client.errors import EXIT_CODES
-from tests.transfer.conftest import Owner, random_file, sha256_of
-from tests.transfer.test_cli import ROOT, cli, cli_env, listed
+from tests.transfer.conftest import ROOT, Owner, cli, cli_env, files_of, random_file, sha256_of
 from tests.transfer.test_tcp import running
 
 #: What the client must never import: put first on sys.path as sitecustomize.py.
@@ -91,7 +90,7 @@ def test_the_client_pushes_and_pulls_with_no_flask_importable(
         assert pushed.returncode == 0, pushed.stderr
         file_id = pushed.stdout.strip()
         assert "sha256 " + digest + " verified" in pushed.stderr
-        [file] = listed(app, owner)
+        [file] = files_of(app, owner)
         assert (file.id, file.sha256, file.complete) == (file_id, digest, True)
         assert stored_sha256(app, file_id) == digest
 
