@@ -238,11 +238,8 @@ class _Session:
             self.user = self._authenticate()
             if self.user is None:
                 return
-            operations: dict[str, Callable[[dict[str, Any]], bool]] = {
-                "push": self.push,
-                "pull": self.pull,
-                "stat": self.stat,
-            }
+            operations: dict[str, Callable[[dict[str, Any]], bool]]
+            operations = {"push": self.push, "pull": self.pull, "stat": self.stat}
             while True:
                 request = read_message(self.sock)
                 operation = operations.get(str(request.get("op")))
@@ -410,18 +407,8 @@ class _Session:
         resumed = f" from byte {offset}" if offset else ""
         log.info(
             "%s %s: %s %s (%s, %d bytes) %d bytes%s in %.2f s, %.1f MB/s, from %s%s",
-            op,
-            outcome,
-            self.user.name,
-            file.id,
-            file.filename,
-            file.size,
-            moved,
-            resumed,
-            seconds,
-            rate,
-            self.peer,
-            detail,
+            *(op, outcome, self.user.name, file.id, file.filename, file.size),
+            *(moved, resumed, seconds, rate, self.peer, detail),
         )
 
 
@@ -439,13 +426,8 @@ def _push_fields(request: dict[str, Any]) -> tuple[str, int, str]:
 
 
 def _describe(file: TransferFile) -> dict[str, Any]:
-    return {
-        "ok": True,
-        "file_id": file.id,
-        "size": file.size,
-        "sha256": file.sha256,
-        "name": file.filename,
-    }
+    name, sha256 = file.filename, file.sha256
+    return {"ok": True, "file_id": file.id, "size": file.size, "sha256": sha256, "name": name}
 
 
 def _find_or_start(owner_id: int, name: str, size: int, sha256: str) -> TransferFile:
