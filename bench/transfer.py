@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from apps.transfer import client  # no Flask, no settings: safe to import before the stack is up
 from bench._harness import (
     REPO_ROOT,
     bench_database,
@@ -266,9 +267,7 @@ def tcp_server(env: dict[str, str], log_path: Path) -> Iterator[None]:
 # -- (c) our TCP path ------------------------------------------------------------------
 
 
-def _client_options(stack: Stack) -> Any:
-    from apps.transfer import client
-
+def _client_options(stack: Stack) -> client.Options:
     return client.Options(key=stack.key, server=("127.0.0.1", stack.tcp_port), progress=False)
 
 
@@ -278,8 +277,6 @@ def tcp_push(stack: Stack, source: Path) -> tuple[float, float, str, str]:
     Returns (seconds in all, seconds after the client's checksum pass, file id,
     the SHA-256 the server verified).
     """
-    from apps.transfer import client
-
     started = time.perf_counter()
     outcome = client.push(_client_options(stack), source)
     total = time.perf_counter() - started
@@ -288,8 +285,6 @@ def tcp_push(stack: Stack, source: Path) -> tuple[float, float, str, str]:
 
 def tcp_pull(stack: Stack, file_id: str, target: Path) -> tuple[float, str]:
     """Pull into *target* (hashed as it arrives, renamed into place when verified)."""
-    from apps.transfer import client
-
     started = time.perf_counter()
     outcome = client.pull(_client_options(stack), file_id, target)
     elapsed = time.perf_counter() - started

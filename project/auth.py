@@ -40,6 +40,31 @@ def api_key_loader(app: Flask, loader: Callable[[str], Any | None]) -> None:
     app.extensions["api_key_loader"] = loader
 
 
+def key_secret_loader(
+    app: Flask,
+    loader: Callable[[str], tuple[Any, bytes] | None],
+    mark_used: Callable[[str], None],
+) -> None:
+    """Register how an API key's secret is found by its key id, for HMAC challenges.
+
+    *loader* returns (the key's active owner, the secret) or None for an unknown,
+    revoked or unusable key; *mark_used* records that a key just proved itself.
+    """
+    app.extensions["key_secret_loader"] = (loader, mark_used)
+
+
+def key_secret(key_id: str) -> tuple[Any, bytes] | None:
+    """The owner and secret of a usable key (None too when no loader is registered)."""
+    registered = current_app.extensions.get("key_secret_loader")
+    return registered[0](key_id) if registered else None
+
+
+def mark_key_used(key_id: str) -> None:
+    registered = current_app.extensions.get("key_secret_loader")
+    if registered:
+        registered[1](key_id)
+
+
 def session_validator(app: Flask, validator: Callable[[int], bool]) -> None:
     """Register a check that a logged-in session is still valid (not ended elsewhere)."""
     app.extensions["session_validator"] = validator

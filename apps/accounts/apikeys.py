@@ -162,3 +162,10 @@ def secret_for(key_id: str) -> tuple[int, bytes] | None:
         return int(row["user_id"]), _fernet().decrypt(row["secret_encrypted"].encode())
     except InvalidToken:  # SECRET_KEY changed since the key was made
         return None
+
+
+def owner_and_secret(key_id: str) -> tuple[User, bytes] | None:
+    """The active owner and the secret of a usable key (see :func:`secret_for`)."""
+    found = secret_for(key_id)
+    owner = get_active_user(found[0]) if found else None
+    return (owner, found[1]) if found and owner else None

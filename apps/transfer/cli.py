@@ -1,10 +1,10 @@
 """Transfer commands: ``transfer cleanup``, ``transfer push``, ``transfer pull`` and
 ``transfer-server`` (the TCP fast path, :mod:`apps.transfer.tcp`).
 
-``push`` and ``pull`` are thin: :mod:`apps.transfer.client` does the work and
-raises :class:`~apps.transfer.client.ClientError` with the exit code a script
-sees; here options become :class:`~apps.transfer.client.Options` and results
-become one summary line.
+``push`` and ``pull`` are thin: :mod:`apps.transfer.client` does the work,
+and its own command line (``flaskmono-transfer``, :mod:`apps.transfer.client.cli`)
+gives the options' help, their checks, the exit codes and the summary line;
+here only the default server comes from the app's settings.
 """
 
 from __future__ import annotations
@@ -21,18 +21,9 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from apps.transfer import client, storage, tcp
+from apps.transfer.client.cli import DEFAULTS, HELP, default_server, make_options, run
 
-EXIT_CODES = """\b
-Exit codes:
-  0  done (and verified)
-  1  any other error (server error, local I/O error)
-  2  usage: bad arguments, missing or malformed key or file id
-  3  the server does not accept the key
-  4  no such file (or not yours)
-  5  checksum mismatch: nothing was kept
-  6  could not connect, or the connection kept failing (retries used up)
-  7  refused: over quota, file too large, or the server's disk is full
-"""
+EXIT_CODES = "\b\n" + client.EXIT_CODES  # \b: click keeps the lines as they are
 
 transfer = AppGroup("transfer", help="Move large files; clean up unfinished uploads.")
 
@@ -55,151 +46,71 @@ def cleanup() -> None:
 def _client_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options push and pull share: where the server is and how to talk to it."""
     options = [
-        click.option(
-            "--server",
-            metavar="HOST:PORT",
-            help="The TCP fast path. [default: TRANSFER_SERVER_HOST:TRANSFER_SERVER_PORT]",
-        ),
-        click.option(
-            "--http",
-            "http_url",
-            metavar="BASE_URL",
-            help="Go through the web server instead (tus uploads, Range downloads),"
-            " e.g. https://files.example.com.",
-        ),
-        click.option(
-            "--key",
-            envvar="TRANSFER_API_KEY",
-            show_envvar=True,
-            help="API key (manage.py apikey create); prefer the environment variable,"
-            " which other users cannot see in the process list.",
-        ),
-        click.option("--tls", is_flag=True, help="Speak TLS to the TCP server."),
-        click.option(
-            "--cafile",
-            type=click.Path(exists=True, dir_okay=False),
-            help="Trust the certificate(s) in this PEM file (implies --tls).",
-        ),
+        click.option("--server", metavar="HOST:PORT", help=HELP["server"]),
+        click.option("--http", "http_url", metavar="BASE_URL", help=HELP["http"]),
+        click.option("--key", envvar="TRANSFER_API_KEY", show_envvar=True, help=HELP["key"]),
+        click.option("--tls", is_flag=True, help=HELP["tls"]),
+        click.option("--cafile", type=click.Path(exists=True, dir_okay=False), help=HELP["cafile"]),
         click.option(
             "--retries",
-            default=5,
+            default=DEFAULTS.retries,
             show_default=True,
             type=click.IntRange(0, 1000),
-            help="Attempts after a dropped connection (counted again whenever bytes move).",
+            help=HELP["retries"],
         ),
         click.option(
             "--timeout",
-            default=60.0,
+            default=DEFAULTS.timeout,
             show_default=True,
             type=click.FloatRange(min=0.1),
-            help="Seconds without progress before a connection counts as dropped.",
+            help=HELP["timeout"],
         ),
-        click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary."),
+        click.option("-q", "--quiet", is_flag=True, help=HELP["quiet"]),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def _options(
-    server: str | None,
-    http_url: str | None,
-    key: str | None,
-    tls: bool,
-    cafile: str | None,
-    retries: int,
-    timeout: float,
-    quiet: bool,
-) -> client.Options:
-    if not key:
-        raise click.UsageError("no API key: pass --key or set TRANSFER_API_KEY")
-    if server and http_url:
-        raise click.UsageError("--server and --http are two different ways in: pick one")
-    try:
-        client.parse_key(key)
-        address = client.parse_server(server) if server else _default_server()
-    except client.ClientError as exc:
-        raise click.UsageError(str(exc)) from None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--server") from None
-    return client.Options(
-        key=key,
-        server=address,
-        http=http_url,
-        tls=tls or bool(cafile),
-        cafile=cafile,
-        timeout=timeout,
-        retries=retries,
-        progress=not quiet,
-    )
-
-
-#: Hosts a server listens on that a client cannot connect to as such.
-_LISTEN_ANYWHERE = {"0.0.0.0", "::", ""}  # noqa: S104 (compared against, never bound)
-
-
-def _default_server() -> tuple[str, int]:
-    """The server's own settings: what a client on the same host connects to."""
+def _options(server: str | None, http_url: str | None, **options: Any) -> client.Options:
+    """The client's options; the default server is this app's own (TRANSFER_SERVER_*)."""
     config = current_app.config
-    host = config["TRANSFER_SERVER_HOST"]
-    return ("127.0.0.1" if host in _LISTEN_ANYWHERE else host), config["TRANSFER_SERVER_PORT"]
+    try:
+        return make_options(
+            server=server
+            or default_server(config["TRANSFER_SERVER_HOST"], config["TRANSFER_SERVER_PORT"]),
+            http=http_url,
+            **options,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _run(action: Callable[[], client.Outcome], verb: str, quiet: bool) -> client.Outcome:
-    """Run a push or pull; a :class:`client.ClientError` becomes its message and exit code."""
-    try:
-        outcome = action()
-    except client.ClientError as exc:
-        click.secho(f"Error: {exc}", err=True, fg="red")
-        sys.exit(int(exc.code))
-    if not quiet:
-        click.echo(_summary(verb, outcome), err=True)
-    return outcome
+    return run(action, verb, quiet, lambda line: click.secho(line, err=True, fg="red"))
 
 
-def _summary(verb: str, outcome: client.Outcome) -> str:
-    seconds = max(outcome.seconds, 1e-6)
-    resumed = f", resumed at byte {outcome.resumed_from}" if outcome.resumed_from else ""
-    return (
-        f"{verb} {outcome.name} ({client.human_size(outcome.size)}) in {outcome.seconds:.1f} s:"
-        f" {client.human_size(outcome.moved)} moved at {outcome.moved / seconds / 1e6:.1f} MB/s"
-        f" average{resumed}; sha256 {outcome.sha256} verified"
-    )
-
-
-@transfer.command("push", epilog=EXIT_CODES)
+@transfer.command("push", help=HELP["push"], epilog=EXIT_CODES)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_client_options
 @with_appcontext
 def push(file: Path, **options: Any) -> None:
-    """Upload FILE; print its file id on stdout.
-
-    The file's SHA-256 is declared first and the server keeps the file only
-    if the bytes match it. An interrupted push resumes (now or on the next
-    run) from the last byte the server has.
-    """
     settings = _options(**options)
     outcome = _run(lambda: client.push(settings, file), "pushed", options["quiet"])
     click.echo(outcome.file_id)
 
 
-@transfer.command("pull", epilog=EXIT_CODES)
+@transfer.command("pull", help=HELP["pull"], epilog=EXIT_CODES)
 @click.argument("file_id", metavar="ID")
 @click.option(
     "-o",
     "--output",
     type=click.Path(path_type=Path),
-    help="Where to write (a file, or a directory for the server's name). [default: the"
-    " file's name, here]",
+    help=HELP["output"],
 )
 @_client_options
 @with_appcontext
 def pull(file_id: str, output: Path | None, **options: Any) -> None:
-    """Download file ID; print the path written on stdout.
-
-    Bytes go to PATH.part, which a later pull resumes; PATH appears, replaced
-    in one step, only once the whole file's SHA-256 is verified.
-    """
     settings = _options(**options)
     outcome = _run(lambda: client.pull(settings, file_id, output), "pulled", options["quiet"])
     click.echo(str(outcome.path))

@@ -10,12 +10,13 @@ and the database can take the next chunk.
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from apps.transfer.exceptions import QuotaExceeded
+from apps.transfer.wire import FILE_ID
 from project.db import utcnow
 from project.extensions import db
 
@@ -26,17 +27,6 @@ COLUMNS = (
     "id, owner_id, filename, content_type, size, received, state, sha256, expected_sha256,"
     " metadata, created_at, updated_at, expires_at, completed_at"
 )
-
-
-class QuotaExceeded(Exception):
-    """The owner's files and uploads would pass ``TRANSFER_USER_QUOTA``."""
-
-    def __init__(self, used: int, quota: int, wanted: int) -> None:
-        super().__init__(
-            f"this upload needs {wanted} bytes and only {max(quota - used, 0)} of your"
-            f" {quota}-byte quota are free"
-        )
-        self.used, self.quota, self.wanted = used, quota, wanted
 
 
 @dataclass(frozen=True)
@@ -75,7 +65,7 @@ class TransferFile:
         )
 
 
-ID_PATTERN = re.compile(r"^[0-9a-f]{32}\Z")
+ID_PATTERN = FILE_ID  # the wire format owns the shape of an id; the client checks it too
 
 
 def new_id() -> str:

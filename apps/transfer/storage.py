@@ -15,7 +15,7 @@ A reader therefore sees a whole verified file or none.
 path. It holds an exclusive ``flock`` on the partial file while it writes, so
 two requests for one upload (from any worker on the host, or any host sharing
 the volume, where the filesystem honours ``flock``) cannot interleave: the
-second gets :class:`UploadBusy`. The database row, read again under the lock,
+second gets ``UploadBusy``. The database row, read again under the lock,
 says where the next byte goes; bytes past it on disk (a write torn by a
 crash) are cut off first.
 """
@@ -38,58 +38,22 @@ from flask import current_app
 
 from apps.transfer import models
 from apps.transfer.blocks import BLOCK_SIZE, HashingThread, Reader, fill, fsync_dir
+from apps.transfer.exceptions import (
+    ChecksumMismatch,
+    FileCorrupt,
+    OffsetMismatch,
+    StorageFull,
+    UploadBusy,
+    UploadExpired,
+    UploadGone,
+    UploadTooLong,
+)
 from apps.transfer.models import TransferFile
 from project.db import utcnow
 from project.extensions import db
 
 CHECKSUM_ALGORITHMS = ("sha1", "sha256", "md5")  # what tus clients may send per chunk
 _FULL_DISK = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-
-
-class TransferError(Exception):
-    """A refused transfer step. ``status`` is the HTTP status the tus server answers with."""
-
-    status = 400
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class UploadGone(TransferError):
-    status = 404
-
-
-class UploadExpired(TransferError):
-    status = 410
-
-
-class UploadBusy(TransferError):
-    status = 423
-
-
-class OffsetMismatch(TransferError):
-    status = 409
-
-    def __init__(self, expected: int, given: int) -> None:
-        super().__init__(f"the upload is at offset {expected}, not {given}")
-        self.expected = expected
-
-
-class ChecksumMismatch(TransferError):
-    status = 460
-
-
-class FileCorrupt(ChecksumMismatch):
-    """The whole file's SHA-256 is not what the client declared; the upload is deleted."""
-
-
-class UploadTooLong(TransferError):
-    status = 413
-
-
-class StorageFull(TransferError):
-    status = 507
 
 
 @dataclass(frozen=True)
@@ -122,7 +86,7 @@ def start_upload(
     """Create the row and the empty partial file of a new upload.
 
     Raises:
-        models.QuotaExceeded: the owner's quota has no room for *size* bytes.
+        QuotaExceeded: the owner's quota has no room for *size* bytes.
         UploadTooLong: *size* is over ``TRANSFER_MAX_FILE_SIZE``.
     """
     config = current_app.config
@@ -244,7 +208,7 @@ def receive(
     """Append the bytes *reader* gives, at *offset*, to an unfinished upload.
 
     With *checksum* (algorithm, digest) the chunk is kept only if it matches
-    (:class:`ChecksumMismatch` otherwise). Without one, a client that vanishes
+    (``ChecksumMismatch`` otherwise). Without one, a client that vanishes
     mid-chunk keeps what arrived, so it can resume from there; its error is
     raised again after the bytes are safe on disk. When the last byte arrives
     the upload is verified and becomes a file (see the module docstring).

@@ -1,4 +1,4 @@
-"""The TCP fast path: ``manage.py transfer-server`` and the wire format it speaks.
+"""The TCP fast path's server: ``manage.py transfer-server``.
 
 HTTP costs a large file little, but a plain socket costs it nothing: no
 chunking, no request per 8 MiB, and ``sendfile(2)`` on both ends. The
@@ -8,35 +8,24 @@ key. The bytes go through :func:`apps.transfer.storage.receive`, the same
 writer as the tus server, so an upload started over one path can finish over
 the other and a file is kept only once its SHA-256 matches the declared one.
 
-The module has three layers: the wire format (pure functions: framing and
-the HMAC, shared with :mod:`apps.transfer.client`), blocking helpers that move
-one message over a socket, and the server (one thread per connection, one
-app context per operation, so an idle connection holds no database connection).
-
-Exceptions::
-
-    TransferProtocolError    a message broke the protocol; answered with its code, then closed
-     +-- PeerClosed          the peer closed the connection (at or inside a message)
+The wire format (framing, the HMAC, the limits and error codes) is in
+:mod:`apps.transfer.wire`, which the client shares; this module is only the
+server: one thread per connection, one app context per operation, so an idle
+connection holds no database connection. Refusals are
+:class:`~apps.transfer.exceptions.TransferError` instances; their ``code`` is the reply.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import hashlib
 import hmac
-import json
 import logging
 import mimetypes
-import os
-import re
 import secrets
 import signal
 import socket
 import socketserver
 import ssl
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -45,154 +34,29 @@ from typing import Any, BinaryIO, TypeGuard
 
 from flask import Flask
 
-from apps.accounts import apikeys
-from apps.accounts.models import get_active_user
-from apps.transfer import models, storage
+from apps.transfer import models, storage, tusmeta
+from apps.transfer.exceptions import OffsetMismatch, PeerClosed, ProtocolError, TransferError
 from apps.transfer.models import TransferFile
 from apps.transfer.names import clean_filename
+from apps.transfer.wire import (
+    FILE_ID,
+    KEY_ID,
+    NONCE_BYTES,
+    SHA256_HEX,
+    VERSION,
+    auth_mac,
+    encode_nonce,
+    error_message,
+    read_message,
+    send_file,
+    send_message,
+)
+from project.auth import key_secret, mark_key_used
 from project.db import DatabaseError
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
-MAX_MESSAGE = 64 * 1024  # bytes of JSON in one control message
-NONCE_BYTES = 32
-AUTH_CONTEXT = b"flaskmono-transfer-v1\n"  # binds the MAC to this protocol and version
-KEY_ID = re.compile(r"^[0-9a-f]{16}$")
-FILE_ID = models.ID_PATTERN  # the ids files are stored by
-SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-_LENGTH = struct.Struct("!I")
-_TLS_BLOCK = 1 << 20  # bytes per read when a file goes out over TLS
 _DRAIN_SECONDS = 2.0  # how long an error reply waits for the peer's unread bytes before closing
-
-#: Every error code a server may answer with, and what it means (PROTOCOL.md lists them too).
-ERRORS = {
-    "auth_failed": "the key or its HMAC answer is wrong",
-    "bad_request": "a message is malformed or breaks the protocol",
-    "busy": "the server or this upload is busy; try again shortly",
-    "checksum_mismatch": "the bytes received do not have the declared SHA-256",
-    "conflict": "the upload moved on meanwhile; ask again for the offset",
-    "disk_full": "the server's disk is full",
-    "expired": "the unfinished upload expired; start again",
-    "internal": "the server failed; see its log",
-    "not_found": "no such file (or not yours)",
-    "quota": "the upload does not fit in your quota",
-    "shutting_down": "the server is stopping",
-    "timeout": "the connection was silent for too long",
-    "too_large": "the file is larger than the server accepts",
-}
-
-
-class TransferProtocolError(Exception):
-    """A peer broke the protocol; ``code`` is one of :data:`ERRORS`."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
-class PeerClosed(TransferProtocolError):
-    """The connection ended (EOF) where a message was expected or inside one."""
-
-    def __init__(self, message: str = "the connection was closed") -> None:
-        super().__init__("bad_request", message)
-
-
-# -- the wire format (no I/O) ------------------------------------------------------------------
-
-
-def encode_message(message: Mapping[str, Any]) -> bytes:
-    """One control message: 4-byte big-endian length, then compact UTF-8 JSON."""
-    payload = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
-    if len(payload) > MAX_MESSAGE:
-        raise ValueError(f"a control message may be at most {MAX_MESSAGE} bytes")
-    return _LENGTH.pack(len(payload)) + payload
-
-
-def message_length(header: bytes) -> int:
-    """The length a 4-byte header announces.
-
-    Raises:
-        TransferProtocolError: over :data:`MAX_MESSAGE` (the payload is never read).
-    """
-    (length,) = _LENGTH.unpack(header)
-    if length > MAX_MESSAGE:
-        raise TransferProtocolError(
-            "bad_request",
-            f"a control message of {length} bytes is over the {MAX_MESSAGE}-byte limit",
-        )
-    return int(length)
-
-
-def decode_message(payload: bytes) -> dict[str, Any]:
-    """The JSON object in a payload; anything else is a :class:`TransferProtocolError`."""
-    try:
-        message = json.loads(payload.decode())
-    except (UnicodeDecodeError, ValueError):
-        raise TransferProtocolError("bad_request", "a control message is not UTF-8 JSON") from None
-    if not isinstance(message, dict):
-        raise TransferProtocolError("bad_request", "a control message must be a JSON object")
-    return message
-
-
-def auth_mac(secret: bytes, nonce: bytes, key_id: str) -> str:
-    """The answer to a challenge: hex HMAC-SHA256(secret, context + nonce + key id)."""
-    return hmac.new(secret, AUTH_CONTEXT + nonce + key_id.encode(), hashlib.sha256).hexdigest()
-
-
-def error_message(code: str, message: str | None = None) -> dict[str, Any]:
-    return {"ok": False, "error": code, "message": message or ERRORS[code]}
-
-
-# -- one message over a blocking socket --------------------------------------------------------
-
-
-def recv_exact(sock: socket.socket, count: int) -> bytes:
-    """Exactly *count* bytes; :class:`PeerClosed` if the peer ends the stream first."""
-    buffer = bytearray(count)
-    view = memoryview(buffer)
-    filled = 0
-    while filled < count:
-        n = sock.recv_into(view[filled:])
-        if not n:
-            raise PeerClosed(f"the connection closed {count - filled} bytes short of a message")
-        filled += n
-    return bytes(buffer)
-
-
-def read_message(sock: socket.socket) -> dict[str, Any]:
-    """The next control message (raises PeerClosed, TransferProtocolError, or socket errors)."""
-    header = sock.recv(_LENGTH.size)
-    if not header:
-        raise PeerClosed()
-    if len(header) < _LENGTH.size:
-        header += recv_exact(sock, _LENGTH.size - len(header))
-    return decode_message(recv_exact(sock, message_length(header)))
-
-
-def send_message(sock: socket.socket, message: Mapping[str, Any]) -> None:
-    sock.sendall(encode_message(message))
-
-
-def send_file(sock: socket.socket, file: BinaryIO, offset: int, count: int) -> int:
-    """Send *count* bytes of *file* from *offset*; returns how many went (fewer: file shorter).
-
-    Plain sockets use ``sendfile(2)``: the bytes never enter the process. TLS
-    has to encrypt them here, and ``SSLSocket.sendfile`` would read 8 KiB at a
-    time, so TLS gets 1 MiB reads instead.
-    """
-    if count <= 0:
-        return 0  # (socket.sendfile takes a count of 0 to mean "to the end")
-    if not isinstance(sock, ssl.SSLSocket):
-        return sock.sendfile(file, offset, count)
-    sent = 0
-    while sent < count:
-        block = os.pread(file.fileno(), min(_TLS_BLOCK, count - sent), offset + sent)
-        if not block:
-            break
-        sock.sendall(block)
-        sent += len(block)
-    return sent
 
 
 # -- the server --------------------------------------------------------------------------------
@@ -362,24 +226,6 @@ class _Body:
         return not self.started or not self.remaining
 
 
-#: Refusals from the storage layer and the models, as protocol error codes.
-_STORAGE_ERRORS: tuple[tuple[type[Exception], str], ...] = (
-    (storage.ChecksumMismatch, "checksum_mismatch"),
-    (storage.UploadTooLong, "too_large"),
-    (storage.StorageFull, "disk_full"),
-    (storage.UploadBusy, "busy"),
-    (storage.UploadGone, "not_found"),
-    (storage.UploadExpired, "expired"),
-    (storage.OffsetMismatch, "conflict"),
-    (models.QuotaExceeded, "quota"),
-)
-_REFUSALS = tuple(cls for cls, _ in _STORAGE_ERRORS)
-
-
-def _code_for(exc: Exception) -> str:
-    return next(code for cls, code in _STORAGE_ERRORS if isinstance(exc, cls))
-
-
 class _Session:
     """One connection: the challenge, then operations until the peer leaves or errs."""
 
@@ -392,23 +238,18 @@ class _Session:
             self.user = self._authenticate()
             if self.user is None:
                 return
-            operations: dict[str, Callable[[dict[str, Any]], bool]] = {
-                "push": self.push,
-                "pull": self.pull,
-                "stat": self.stat,
-            }
+            operations: dict[str, Callable[[dict[str, Any]], bool]]
+            operations = {"push": self.push, "pull": self.pull, "stat": self.stat}
             while True:
                 request = read_message(self.sock)
                 operation = operations.get(str(request.get("op")))
                 if operation is None:
-                    raise TransferProtocolError(
-                        "bad_request", f"unknown op {str(request.get('op'))[:40]!r}"
-                    )
+                    raise ProtocolError(f"unknown op {str(request.get('op'))[:40]!r}")
                 if not operation(request):
                     return
         except PeerClosed:
             return  # a peer leaving between messages is how a session ends
-        except TransferProtocolError as exc:
+        except ProtocolError as exc:
             self.refuse(exc.code, exc.message)
         except TimeoutError:
             self.refuse("timeout", f"nothing received for {self.server.idle_timeout:g} s")
@@ -439,11 +280,11 @@ class _Session:
 
     def _authenticate(self) -> _User | None:
         nonce = secrets.token_bytes(NONCE_BYTES)
-        self._reply({"type": "challenge", "version": VERSION, "nonce": _b64(nonce)})
+        self._reply({"type": "challenge", "version": VERSION, "nonce": encode_nonce(nonce)})
         answer = read_message(self.sock)
         key_id, mac = answer.get("key_id"), answer.get("mac")
         if answer.get("type") != "auth" or not isinstance(key_id, str) or not isinstance(mac, str):
-            raise TransferProtocolError("bad_request", 'expected {"type": "auth", "key_id", "mac"}')
+            raise ProtocolError('expected {"type": "auth", "key_id", "mac"}')
         user = self._check_answer(nonce, key_id, mac)
         if user is None:
             log.info("auth failed for key %r from %s", key_id[:16], self.peer)
@@ -454,15 +295,15 @@ class _Session:
 
     def _check_answer(self, nonce: bytes, key_id: str, mac: str) -> _User | None:
         with self.app.app_context():
-            found = apikeys.secret_for(key_id) if KEY_ID.match(key_id) else None
-            account = get_active_user(found[0]) if found else None
+            found = key_secret(key_id) if KEY_ID.match(key_id) else None
         secret = found[1] if found else self.server.dummy_secret
         # Compared even for an unknown key, so the time taken does not tell keys apart.
         matches = hmac.compare_digest(auth_mac(secret, nonce, key_id).encode(), mac.encode())
-        if not matches or found is None or account is None:
+        if not matches or found is None:
             return None
         with self.app.app_context():
-            apikeys.mark_used(key_id)
+            mark_key_used(key_id)
+        account = found[0]
         return _User(account.id, account.username)
 
     # -- operations (each returns whether the connection can go on) --
@@ -473,12 +314,12 @@ class _Session:
         with self.app.app_context():
             try:
                 upload = _find_or_start(self.user.id, name, size, sha256)
-            except _REFUSALS as exc:
+            except TransferError as exc:
                 return self._refused(name, exc, in_sync=True)
             body = _Body(self.sock, upload, upload.received)
             try:
                 result = _receive(body)
-            except _REFUSALS as exc:
+            except TransferError as exc:
                 return self._refused(name, exc, in_sync=body.in_sync)
             except OSError as exc:  # the client vanished or went silent; its bytes are kept
                 self._log_push(body, upload, "interrupted", f" ({exc or type(exc).__name__})")
@@ -492,14 +333,14 @@ class _Session:
         self._log_push(body, result, "done")
         return True
 
-    def _refused(self, name: str, exc: Exception, in_sync: bool) -> bool:
+    def _refused(self, name: str, exc: TransferError, in_sync: bool) -> bool:
         """Answer a refused push; a refusal mid-file also ends the connection."""
         assert self.user is not None
         log.info("push of %r by %s refused: %s", name, self.user.name, exc)
         if not in_sync:
-            self.refuse(_code_for(exc), str(exc))
+            self.refuse(exc.code, exc.message)
             return False
-        self._reply(error_message(_code_for(exc), str(exc)))
+        self._reply(error_message(exc.code, exc.message))
         return True
 
     def _log_push(self, body: _Body, upload: TransferFile, outcome: str, detail: str = "") -> None:
@@ -509,7 +350,7 @@ class _Session:
     def pull(self, request: dict[str, Any]) -> bool:
         file_id, offset = request.get("file_id"), request.get("offset", 0)
         if not _is_count(offset):
-            raise TransferProtocolError("bad_request", "offset must be a whole number")
+            raise ProtocolError("offset must be a whole number")
         file, handle = self._open_own(file_id)
         if file is None or handle is None:
             return True
@@ -566,23 +407,9 @@ class _Session:
         resumed = f" from byte {offset}" if offset else ""
         log.info(
             "%s %s: %s %s (%s, %d bytes) %d bytes%s in %.2f s, %.1f MB/s, from %s%s",
-            op,
-            outcome,
-            self.user.name,
-            file.id,
-            file.filename,
-            file.size,
-            moved,
-            resumed,
-            seconds,
-            rate,
-            self.peer,
-            detail,
+            *(op, outcome, self.user.name, file.id, file.filename, file.size),
+            *(moved, resumed, seconds, rate, self.peer, detail),
         )
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def _is_count(value: Any) -> TypeGuard[int]:
@@ -592,20 +419,15 @@ def _is_count(value: Any) -> TypeGuard[int]:
 def _push_fields(request: dict[str, Any]) -> tuple[str, int, str]:
     name, size, sha256 = request.get("name"), request.get("size"), request.get("sha256")
     if not isinstance(name, str) or not _is_count(size):
-        raise TransferProtocolError("bad_request", "push needs a name and a size in bytes")
+        raise ProtocolError("push needs a name and a size in bytes")
     if not isinstance(sha256, str) or not SHA256_HEX.match(sha256):
-        raise TransferProtocolError("bad_request", "push needs the file's sha256 as 64 hex digits")
+        raise ProtocolError("push needs the file's sha256 as 64 hex digits")
     return clean_filename(name), size, sha256
 
 
 def _describe(file: TransferFile) -> dict[str, Any]:
-    return {
-        "ok": True,
-        "file_id": file.id,
-        "size": file.size,
-        "sha256": file.sha256,
-        "name": file.filename,
-    }
+    name, sha256 = file.filename, file.sha256
+    return {"ok": True, "file_id": file.id, "size": file.size, "sha256": sha256, "name": name}
 
 
 def _find_or_start(owner_id: int, name: str, size: int, sha256: str) -> TransferFile:
@@ -619,14 +441,10 @@ def _find_or_start(owner_id: int, name: str, size: int, sha256: str) -> Transfer
         filename=name,
         size=size,
         content_type=content_type,
-        metadata=_tus_metadata(filename=name, filetype=content_type, sha256=sha256),
+        # What a tus client would have sent, so HEAD shows the same for either path.
+        metadata=tusmeta.encode({"filename": name, "filetype": content_type, "sha256": sha256}),
         expected_sha256=sha256,
     )
-
-
-def _tus_metadata(**values: str) -> str:
-    """What a tus client would have sent, so HEAD shows the same for either path."""
-    return ",".join(f"{key} {_b64(value.encode())}" for key, value in values.items())
 
 
 def _receive(body: _Body) -> TransferFile:
@@ -637,22 +455,11 @@ def _receive(body: _Body) -> TransferFile:
     """
     try:
         return storage.receive(body.upload, body.offset, body)
-    except storage.OffsetMismatch as exc:
+    except OffsetMismatch as exc:
         if body.started or exc.expected >= body.upload.size:
             raise
         body.offset, body.remaining = exc.expected, body.upload.size - exc.expected
         return storage.receive(body.upload, body.offset, body)
-
-
-def decode_nonce(value: Any) -> bytes:
-    """The challenge's nonce (clients use this); ValueError if it is not 32 base64 bytes."""
-    try:
-        nonce = base64.b64decode(value, validate=True)
-    except (binascii.Error, TypeError):
-        raise ValueError("the challenge's nonce is not base64") from None
-    if len(nonce) != NONCE_BYTES:
-        raise ValueError(f"the challenge's nonce is not {NONCE_BYTES} bytes")
-    return nonce
 
 
 # -- running it --------------------------------------------------------------------------------

@@ -26,45 +26,54 @@ from email.utils import format_datetime
 from http import HTTPStatus
 from typing import Any
 
-from flask import Response, current_app, g, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from apps.transfer import api_bp, models, storage
+from apps.transfer import models, storage, tusmeta
+from apps.transfer.exceptions import (
+    BadRequest,
+    OffsetMismatch,
+    TransferError,
+    UnsupportedMediaType,
+    UploadExpired,
+    UploadGone,
+    UploadTooLong,
+)
 from apps.transfer.models import TransferFile
 from apps.transfer.names import clean_filename
+from apps.transfer.tusmeta import TUS_VERSION
+from apps.transfer.wire import SHA256_HEX
 from project.auth import login_required
 
-TUS_VERSION = "1.0.0"
+api_bp = Blueprint("transfer_api", "apps.transfer")
+
 EXTENSIONS = "creation,creation-with-upload,checksum,termination,expiration"
 OFFSET_CONTENT_TYPE = "application/offset+octet-stream"
-MAX_METADATA_LENGTH = 4096
-_METADATA_KEY = re.compile(r"^[\x21-\x2b\x2d-\x7e]+$")  # printable ASCII, no comma or space
-_HEX_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _INTEGER = re.compile(r"^[0-9]{1,20}$")
 
 
-class TusError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
+#: The HTTP status of each refusal's code (:mod:`apps.transfer.exceptions`): the one place
+#: the tus server turns the transfer app's errors into HTTP.
+HTTP_STATUS = {
+    "bad_request": 400,
+    "not_found": 404,
+    "conflict": 409,
+    "expired": 410,
+    "too_large": 413,
+    "quota": 413,
+    "unsupported_media_type": 415,
+    "busy": 423,
+    "checksum_mismatch": 460,
+    "disk_full": 507,
+}
 
 
-@api_bp.errorhandler(TusError)
-def _tus_error(exc: TusError) -> Response:
-    return _error(exc.status, exc.message, exc.headers)
-
-
-@api_bp.errorhandler(storage.TransferError)
-def _transfer_error(exc: storage.TransferError) -> Response:
-    headers = {}
-    if isinstance(exc, storage.OffsetMismatch):
-        headers["Upload-Offset"] = str(exc.expected)
-    return _error(exc.status, exc.message, headers)
-
-
-@api_bp.errorhandler(models.QuotaExceeded)
-def _quota_error(exc: models.QuotaExceeded) -> Response:
-    return _error(413, str(exc))
+@api_bp.errorhandler(TransferError)
+def _transfer_error(exc: TransferError) -> Response:
+    headers = dict(exc.headers)
+    if isinstance(exc, OffsetMismatch):
+        headers.setdefault("Upload-Offset", str(exc.expected))
+    return _error(HTTP_STATUS[exc.code], exc.message, headers)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -125,29 +134,19 @@ def _integer_header(name: str, required: bool = True) -> int | None:
     value = request.headers.get(name)
     if value is None:
         if required:
-            raise TusError(400, f"the {name} header is required")
+            raise BadRequest(f"the {name} header is required")
         return None
     if not _INTEGER.match(value.strip()):
-        raise TusError(400, f"{name} must be a non-negative whole number, not {value!r}")
+        raise BadRequest(f"{name} must be a non-negative whole number, not {value!r}")
     return int(value)
 
 
 def parse_metadata(header: str) -> dict[str, str]:
     """``key base64,key2 base64`` as the spec writes it; values must be UTF-8."""
-    if len(header) > MAX_METADATA_LENGTH:
-        raise TusError(400, f"Upload-Metadata is longer than {MAX_METADATA_LENGTH} characters")
-    metadata: dict[str, str] = {}
-    for pair in filter(None, (p.strip() for p in header.split(","))):
-        key, _, value = pair.partition(" ")
-        if not _METADATA_KEY.match(key) or key in metadata:
-            raise TusError(400, f"Upload-Metadata has a bad or repeated key: {key[:50]!r}")
-        try:
-            metadata[key] = base64.b64decode(value.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            raise TusError(
-                400, f"Upload-Metadata: the value of {key!r} is not base64 UTF-8"
-            ) from None
-    return metadata
+    try:
+        return tusmeta.decode(header)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def _checksum() -> tuple[str, bytes] | None:
@@ -156,15 +155,14 @@ def _checksum() -> tuple[str, bytes] | None:
         return None
     algorithm, _, encoded = header.strip().partition(" ")
     if algorithm not in storage.CHECKSUM_ALGORITHMS:
-        raise TusError(
-            400,
+        raise BadRequest(
             f"Upload-Checksum algorithm {algorithm!r} is not one of"
             f" {', '.join(storage.CHECKSUM_ALGORITHMS)}",
         )
     try:
         return algorithm, base64.b64decode(encoded, validate=True)
     except binascii.Error:
-        raise TusError(400, "Upload-Checksum's digest is not base64") from None
+        raise BadRequest("Upload-Checksum's digest is not base64") from None
 
 
 def _body_reader(limit: int) -> Callable[[memoryview], int]:
@@ -187,15 +185,15 @@ def _body_reader(limit: int) -> Callable[[memoryview], int]:
     return readinto
 
 
-def _receive_body(upload: TransferFile, offset: int) -> TransferFile:
-    if request.mimetype != OFFSET_CONTENT_TYPE:
-        raise TusError(415, f"a chunk's Content-Type must be {OFFSET_CONTENT_TYPE}")
-    length = request.content_length
-    if length is not None and offset + length > upload.size:
-        raise TusError(
-            413, f"{length} bytes at offset {offset} run past the upload's length ({upload.size})"
-        )
-    checksum = _checksum()
+def _receive_body(
+    upload: TransferFile, offset: int, headers: dict[str, str] | None = None
+) -> TransferFile:
+    """Receive a request's body at *offset*; *headers* go on this function's own refusals."""
+    try:
+        checksum = _chunk_checks(upload, offset)
+    except TransferError as exc:
+        exc.headers.update(headers or {})
+        raise
     try:
         reader = _body_reader(upload.size - offset + 1)
         return storage.receive(upload, offset, reader, checksum=checksum)
@@ -204,16 +202,30 @@ def _receive_body(upload: TransferFile, offset: int) -> TransferFile:
         # made it unverifiable) and HEAD tells the client where to resume.
         current_app.logger.info("upload %s interrupted: %s", upload.id, exc)
         current = models.get(upload.id)
-        raise TusError(400, "the request body ended early", _offset_headers(current)) from exc
+        raise BadRequest(
+            "the request body ended early", {**(headers or {}), **_offset_headers(current)}
+        ) from exc
+
+
+def _chunk_checks(upload: TransferFile, offset: int) -> tuple[str, bytes] | None:
+    """Refuse a chunk by its headers; returns its Upload-Checksum (algorithm, digest), if any."""
+    if request.mimetype != OFFSET_CONTENT_TYPE:
+        raise UnsupportedMediaType(f"a chunk's Content-Type must be {OFFSET_CONTENT_TYPE}")
+    length = request.content_length
+    if length is not None and offset + length > upload.size:
+        raise UploadTooLong(
+            f"{length} bytes at offset {offset} run past the upload's length ({upload.size})"
+        )
+    return _checksum()
 
 
 def _own_upload(upload_id: str) -> TransferFile:
     upload = models.get(upload_id, owner_id=g.user.id)
     if upload is None:
-        raise TusError(404, "no such upload")
+        raise UploadGone("no such upload")
     upload = storage.settle(upload)
     if upload.expired():
-        raise TusError(410, "this upload has expired; start again")
+        raise UploadExpired("this upload has expired; start again")
     return upload
 
 
@@ -238,14 +250,14 @@ def _aware(value: Any) -> Any:
 def create() -> Response:
     """Creation (and creation-with-upload when the request has a body)."""
     if "Upload-Defer-Length" in request.headers:
-        raise TusError(400, "Upload-Defer-Length is not supported: send Upload-Length")
+        raise BadRequest("Upload-Defer-Length is not supported: send Upload-Length")
     size = _integer_header("Upload-Length")
     assert size is not None
     metadata_header = request.headers.get("Upload-Metadata", "")
     metadata = parse_metadata(metadata_header)
     expected = metadata.get("sha256", "").lower() or None
-    if expected is not None and not _HEX_SHA256.match(expected):
-        raise TusError(400, "the sha256 metadata must be 64 hex digits")
+    if expected is not None and not SHA256_HEX.match(expected):
+        raise BadRequest("the sha256 metadata must be 64 hex digits")
     upload = storage.start_upload(
         g.user.id,
         filename=clean_filename(metadata.get("filename") or metadata.get("name") or ""),
@@ -256,12 +268,8 @@ def create() -> Response:
     )
     location = url_for(".upload", upload_id=upload.id, _external=True)
     if (request.content_length or request.headers.get("Transfer-Encoding")) and size:
-        try:
-            upload = _receive_body(upload, 0)
-        except TusError as exc:
-            # The upload exists even though its first chunk was refused: say where.
-            exc.headers["Location"] = location
-            raise
+        # The upload exists even if its first chunk is refused: a refusal says where.
+        upload = _receive_body(upload, 0, {"Location": location})
     elif size == 0:
         upload = storage.receive(upload, 0, lambda view: 0)
     response = Response(status=201, headers={"Location": location, **_offset_headers(upload)})
@@ -293,11 +301,7 @@ def patch(upload_id: str) -> Response:
     offset = _integer_header("Upload-Offset")
     assert offset is not None
     if found.complete or found.received != offset:
-        raise TusError(
-            409,
-            f"the upload is at offset {found.received}, not {offset}",
-            {"Upload-Offset": str(found.received)},
-        )
+        raise OffsetMismatch(found.received, offset)
     updated = _receive_body(found, offset)
     return Response(status=204, headers=_offset_headers(updated))
 
@@ -308,6 +312,6 @@ def terminate(upload_id: str) -> Response:
     """Termination: the upload (or the file it became) and its bytes are deleted."""
     found = models.get(upload_id, owner_id=g.user.id)
     if found is None:
-        raise TusError(404, "no such upload")
+        raise UploadGone("no such upload")
     storage.remove(found)
     return Response(status=204)

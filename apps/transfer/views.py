@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 from flask import (
+    Blueprint,
     Response,
     abort,
     current_app,
@@ -19,7 +20,7 @@ from flask import (
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from apps.transfer import bp, models, storage
+from apps.transfer import models, storage
 from apps.transfer.forms import ShareForm
 from apps.transfer.models import TransferFile
 from apps.transfer.names import content_disposition
@@ -28,6 +29,9 @@ from project.auth import login_required
 from project.forms import Form
 
 DOWNLOAD_CSP = "sandbox; default-src 'none'"
+
+# Templates and static files are the package's (apps/transfer/templates, static), as ever.
+bp = Blueprint("transfer", "apps.transfer", template_folder="templates", static_folder="static")
 
 
 @bp.get("/")
@@ -101,7 +105,6 @@ def _complete_file(file_id: str) -> TransferFile:
     return file
 
 
-@login_required
 def _owners_file(file_id: str) -> TransferFile:
     file = _complete_file(file_id)
     if g.user.id != file.owner_id:
@@ -118,6 +121,20 @@ def _shared_file(file_id: str, token: str) -> TransferFile:
 
 @bp.get("/files/<file_id>/download")
 def download(file_id: str) -> WerkzeugResponse:
+    """A file: anyone with a share link, else only its owner (see :func:`own_download`)."""
+    token = request.args.get("share")
+    if token is None:
+        return own_download(file_id)
+    return _send(_shared_file(file_id, token))
+
+
+@login_required
+def own_download(file_id: str) -> WerkzeugResponse:
+    """The owner's download: anonymous visitors go to the login page (API clients get 401)."""
+    return _send(_owners_file(file_id))
+
+
+def _send(file: TransferFile) -> WerkzeugResponse:
     """The file, whole or in one range, sent with ``sendfile`` under gunicorn.
 
     werkzeug does the HTTP: ETag (the content's SHA-256, so it is strong),
@@ -127,10 +144,6 @@ def download(file_id: str) -> WerkzeugResponse:
     would be the slow one; instead the file is positioned at the range's start
     and handed to the server's ``wsgi.file_wrapper`` too.
     """
-    token = request.args.get("share")
-    file = _shared_file(file_id, token) if token is not None else _owners_file(file_id)
-    if not isinstance(file, TransferFile):
-        return file  # login_required's way to the login page
     try:
         handle = storage.open_file(file)
     except FileNotFoundError:

@@ -22,7 +22,7 @@ from playwright.sync_api import expect
 from apps.transfer import models, storage
 from tests.accounts.test_browser import browser, submit  # noqa: F401 - the fixture is used
 from tests.conftest import PASSWORD, create_account
-from tests.transfer.conftest import random_file, sha256_of
+from tests.transfer.conftest import files_of, random_file, sha256_of
 
 MiB = 1024 * 1024
 MAX_FILE_SIZE = 100 * MiB
@@ -153,6 +153,23 @@ def drop(page, path: Path) -> None:  # type: ignore[no-untyped-def]
     )
 
 
+def throttled_upload(page, network: Network, path: Path, rate: int, *, dropped: bool = False):  # type: ignore[no-untyped-def]
+    """Start uploading *path* at *rate* bytes/s (picked, or dropped on the drop zone); its row."""
+    network.emulate(rate)
+    if dropped:
+        drop(page, path)
+    else:
+        page.set_input_files("#file-input", str(path))
+    return upload_row(page, path.name)
+
+
+def wait_until_sent(page, more_than: int, **options: Any) -> None:  # type: ignore[no-untyped-def]
+    """Wait until the upload's progress bar is past *more_than* bytes."""
+    page.wait_for_function(
+        f"() => document.querySelector('.upload progress').value > {more_than}", **options
+    )
+
+
 def test_upload_shows_progress_lists_the_sha256_and_downloads_back(
     app: Flask,
     page,
@@ -175,8 +192,7 @@ def test_upload_shows_progress_lists_the_sha256_and_downloads_back(
     expect(listed.locator(".copy-button")).to_have_text("Copied")
     assert page.evaluate("navigator.clipboard.readText()") == digest
     expect(page.locator("#quota")).to_contain_text("20.0 MiB of 150.0 MiB used")
-    with app.app_context():
-        (stored,) = models.list_for(user_id)
+    (stored,) = files_of(app, user_id)
     assert stored.complete and stored.sha256 == digest and stored.size == 20 * MiB
 
     with page.expect_download() as info:
@@ -213,13 +229,8 @@ def test_pause_then_resume_completes_with_the_right_sha256(
 ) -> None:
     path = tmp_path / "paused.bin"
     digest = random_file(path, 64 * MiB)
-    network.emulate(16 * MiB)
-
-    page.set_input_files("#file-input", str(path))
-    row = upload_row(page, "paused.bin")
-    page.wait_for_function(
-        "() => document.querySelector('.upload progress').value > 0", polling="raf"
-    )
+    row = throttled_upload(page, network, path, 16 * MiB)
+    wait_until_sent(page, 0, polling="raf")
     row.get_by_role("button", name="Pause").click()
     expect(row).to_have_attribute("data-state", "paused")
     expect(row.locator(".upload-status")).to_have_text("paused")
@@ -227,8 +238,7 @@ def test_pause_then_resume_completes_with_the_right_sha256(
     assert 0 < sent < 64 * MiB
     page.wait_for_timeout(1000)
     assert sent_bytes(row) == sent, "a paused upload must not move"
-    with app.app_context():
-        (partial,) = models.list_for(user_id)
+    (partial,) = files_of(app, user_id)
     assert partial.state == models.UPLOADING and partial.received < 64 * MiB
 
     row.get_by_role("button", name="Resume").click()
@@ -236,8 +246,7 @@ def test_pause_then_resume_completes_with_the_right_sha256(
     expect(row.locator(".upload-eta")).to_contain_text("left")
     wait_until_done(row, 64 * MiB)
     assert listed_sha256(page, "paused.bin") == digest
-    with app.app_context():
-        (stored,) = models.list_for(user_id)
+    (stored,) = files_of(app, user_id)
     assert stored.id == partial.id and stored.sha256 == digest
 
 
@@ -250,14 +259,8 @@ def test_an_upload_cut_by_a_reload_resumes_when_the_file_is_dropped_again(
 ) -> None:
     path = tmp_path / "interrupted.bin"
     digest = random_file(path, 64 * MiB)
-    network.emulate(16 * MiB)
-
-    drop(page, path)
-    row = upload_row(page, "interrupted.bin")
-    # Past the first 8 MiB chunk, so the server has kept something.
-    page.wait_for_function(
-        "() => document.querySelector('.upload progress').value > 12 * 1024 * 1024"
-    )
+    row = throttled_upload(page, network, path, 16 * MiB, dropped=True)
+    wait_until_sent(page, 12 * MiB)  # past the first 8 MiB chunk: the server has kept something
     page.reload()
     listed = file_row(page, "interrupted.bin")
     expect(listed.locator(".file-state")).to_contain_text("resume by dropping the same file again")
@@ -269,8 +272,7 @@ def test_an_upload_cut_by_a_reload_resumes_when_the_file_is_dropped_again(
     wait_until_done(row, 64 * MiB)
     assert listed_sha256(page, "interrupted.bin") == digest
     assert page.locator(".file-row").count() == 1
-    with app.app_context():
-        (stored,) = models.list_for(user_id)
+    (stored,) = files_of(app, user_id)
     assert stored.id == partial_id and stored.sha256 == digest
 
 
@@ -359,18 +361,15 @@ def test_cancel_deletes_the_upload_on_the_server(
 ) -> None:
     path = tmp_path / "unwanted.bin"
     random_file(path, 32 * MiB)
-    network.emulate(8 * MiB)
-    page.set_input_files("#file-input", str(path))
-    row = upload_row(page, "unwanted.bin")
-    page.wait_for_function("() => document.querySelector('.upload progress').value > 0")
+    row = throttled_upload(page, network, path, 8 * MiB)
+    wait_until_sent(page, 0)
     row.get_by_role("button", name="Cancel").click()
     expect(row).to_have_attribute("data-state", "cancelled")
     expect(row.locator(".upload-status")).to_have_text("cancelled")
     assert dialogs.seen == [
         ("confirm", "Cancel the upload of unwanted.bin? What was sent so far is deleted.")
     ]
-    with app.app_context():
-        assert models.list_for(user_id) == []
+    assert files_of(app, user_id) == []
     assert list(media.glob("partial/*")) == []
     row.get_by_role("button", name="Dismiss").click()
     expect(row).to_have_count(0)
@@ -385,12 +384,8 @@ def test_a_lost_connection_resumes_when_the_browser_is_back_online(
 ) -> None:
     path = tmp_path / "flaky.bin"
     digest = random_file(path, 48 * MiB)
-    network.emulate(16 * MiB)
-    page.set_input_files("#file-input", str(path))
-    row = upload_row(page, "flaky.bin")
-    page.wait_for_function(
-        "() => document.querySelector('.upload progress').value > 10 * 1024 * 1024"
-    )
+    row = throttled_upload(page, network, path, 16 * MiB)
+    wait_until_sent(page, 10 * MiB)
     network.emulate(16 * MiB, offline=True)
     expect(row).to_have_attribute("data-state", "failed", timeout=30_000)
     expect(row.locator(".upload-message")).to_contain_text("The connection to the server was lost")

@@ -19,88 +19,36 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 
-from apps.transfer import models, tcp
-from tests.transfer.conftest import Owner, make_owner, random_file, sha256_of
-from tests.transfer.test_tcp import login, push_part, received, running
-from tests.transfer.test_tcp import self_signed_certificate as make_certificate
-
-ROOT = Path(__file__).resolve().parents[2]
-SUMMARY = re.compile(
-    r"(?P<verb>pushed|pulled) (?P<name>.+) \((?P<size>[\d.]+ \w+)\) in (?P<seconds>[\d.]+) s:"
-    r" (?P<moved>[\d.]+ \w+) moved at (?P<rate>[\d.]+) MB/s average(?:, resumed at byte"
-    r" (?P<resumed>\d+))?; sha256 (?P<sha256>[0-9a-f]{64}) verified"
+from apps.transfer import tcp
+from tests.transfer.conftest import (
+    Owner,
+    Run,
+    Tls,
+    app_and_owner,
+    at,
+    cli,
+    files_of,
+    pull_into,
+    push_quietly,
+    random_file,
+    sha256_of,
+    start_cli,
 )
+from tests.transfer.test_tcp import login, push_part, received, running
+
 EMBEDDED = pytest.mark.parametrize("stack", ["embedded"], indirect=True)  # stack-independent
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def summary(self) -> re.Match[str]:
-        match = SUMMARY.search(self.err)
-        assert match, self.err
-        return match
-
-
-def cli_env(tmp_path: Path, key: str | None) -> dict[str, str]:
-    """A user's environment: the key in TRANSFER_API_KEY, nothing of the server's settings."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("APP_ENV", "DATABASE_URL", "REDIS_URL", "TRANSFER_", "SECRET_KEY"))
-    }
-    env.update(
-        APP_ENV="test",
-        DATABASE_URL=f"sqlite:///{tmp_path / 'cli.db'}",
-        XDG_CACHE_HOME=str(tmp_path / "cache"),
-    )
-    if key is not None:
-        env["TRANSFER_API_KEY"] = key
-    return env
-
-
-def command(*args: str) -> list[str]:
-    return [sys.executable, "manage.py", "transfer", *args]
-
-
-def cli(tmp_path: Path, key: str | None, *args: str, timeout: float = 120) -> Run:
-    proc = subprocess.run(
-        command(*args),
-        cwd=ROOT,
-        env=cli_env(tmp_path, key),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    return Run(proc.returncode, proc.stdout, proc.stderr)
-
-
-def at(server: tcp.TransferServer | int) -> str:
-    port = server if isinstance(server, int) else server.port
-    return f"--server=127.0.0.1:{port}"
 
 
 @pytest.fixture
 def server(app: Flask) -> Iterator[tcp.TransferServer]:
     with running(app) as started:
         yield started
-
-
-def listed(app: Flask, owner: Owner) -> list[models.TransferFile]:
-    with app.app_context():
-        return models.list_for(owner.user_id)
 
 
 # -- a relay that can slow or cut connections --------------------------------------------------
@@ -236,7 +184,7 @@ def test_push_then_pull_with_the_cli(
     assert "100%" in pushed.err  # the progress bar got to the end
 
     # The file is on the user's page, like one uploaded in the browser.
-    [file] = listed(app, owner)
+    [file] = files_of(app, owner)
     assert (file.id, file.filename, file.sha256, file.complete) == (
         file_id,
         source.name,
@@ -248,7 +196,7 @@ def test_push_then_pull_with_the_cli(
 
     target = tmp_path / "out" / "copy.bin"
     target.parent.mkdir()
-    pulled = cli(tmp_path, owner.key, "pull", file_id, "-o", str(target), at(server))
+    pulled = pull_into(tmp_path, owner, file_id, target, at(server))
     assert pulled.code == 0, pulled.err
     assert pulled.out.strip() == str(target)
     assert pulled.summary["sha256"] == digest and sha256_of(target) == digest
@@ -259,12 +207,10 @@ def test_push_then_pull_with_the_cli(
 def test_pull_into_a_directory_takes_the_files_own_name(
     app: Flask, server: tcp.TransferServer, owner: Owner, tmp_path: Path
 ) -> None:
-    source = tmp_path / "photo.raw"
-    digest = random_file(source, 100_000)
-    file_id = cli(tmp_path, owner.key, "push", str(source), at(server), "--quiet").out.strip()
+    source, digest, file_id = push_quietly(tmp_path, owner, server.port, "photo.raw", 100_000)
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    pulled = cli(tmp_path, owner.key, "pull", file_id, "-o", str(downloads), at(server), "-q")
+    pulled = pull_into(tmp_path, owner, file_id, downloads, at(server), "-q")
     assert pulled.code == 0 and pulled.err == ""  # --quiet: no bar, no summary
     assert sha256_of(downloads / "photo.raw") == digest
 
@@ -279,13 +225,7 @@ def test_a_push_resumes_after_the_client_was_killed_mid_file(
     digest = random_file(source, 48 * 1024 * 1024)
     partial = Path(app.config["MEDIA_ROOT"]) / "transfer" / "partial"
     with relay(server.port, rate=16e6) as slow:  # 3 s for the whole file
-        proc = subprocess.Popen(
-            command("push", str(source), at(slow.port)),
-            cwd=ROOT,
-            env=cli_env(tmp_path, owner.key),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = start_cli(tmp_path, owner.key, "push", str(source), at(slow.port))
         try:
             deadline = time.monotonic() + 30
             while not any(p.stat().st_size >= 2_000_000 for p in partial.glob("*.part")):
@@ -294,16 +234,16 @@ def test_a_push_resumes_after_the_client_was_killed_mid_file(
         finally:
             proc.kill()
             proc.wait()
-    [upload] = listed(app, owner)
+    [upload] = files_of(app, owner)
     kept = received(app, upload.id)
-    assert 2_000_000 <= kept < 48 * 1024 * 1024 and not listed(app, owner)[0].complete
+    assert 2_000_000 <= kept < 48 * 1024 * 1024 and not files_of(app, owner)[0].complete
 
     again = cli(tmp_path, owner.key, "push", str(source), at(server))
     assert again.code == 0, again.err
     assert f"resuming at byte {kept} " in again.err
     assert int(again.summary["resumed"]) == kept
     assert again.out.strip() == upload.id
-    [file] = listed(app, owner)
+    [file] = files_of(app, owner)
     assert file.complete and file.sha256 == digest
 
 
@@ -317,7 +257,7 @@ def test_a_push_left_unfinished_by_another_client_is_resumed(
     pushed = cli(tmp_path, owner.key, "push", str(source), at(server))
     assert (pushed.code, pushed.out.strip()) == (0, upload_id)
     assert pushed.summary["resumed"] == "1234567" and pushed.summary["moved"] == "1.8 MB"
-    assert listed(app, owner)[0].sha256 == digest
+    assert files_of(app, owner)[0].sha256 == digest
 
 
 @EMBEDDED
@@ -337,7 +277,7 @@ def test_dropped_connections_are_resumed_within_the_same_run(
 
     target = tmp_path / "copy.bin"
     with relay(server.port, cut_after=9_000_000, direction="down") as link:
-        pulled = cli(tmp_path, owner.key, "pull", file_id, "-o", str(target), at(link.port))
+        pulled = pull_into(tmp_path, owner, file_id, target, at(link.port))
     assert pulled.code == 0, pulled.err
     resumed_at = int(re.findall(r"resuming at byte (\d+)", pulled.err)[0])
     assert 8_000_000 < resumed_at <= 9_000_000
@@ -347,12 +287,10 @@ def test_dropped_connections_are_resumed_within_the_same_run(
 def test_a_pull_continues_a_part_file_and_checks_the_whole(
     app: Flask, server: tcp.TransferServer, owner: Owner, tmp_path: Path
 ) -> None:
-    source = tmp_path / "src.bin"
-    digest = random_file(source, 4_000_000)
-    file_id = cli(tmp_path, owner.key, "push", str(source), at(server), "-q").out.strip()
+    source, digest, file_id = push_quietly(tmp_path, owner, server.port, "src.bin", 4_000_000)
     target = tmp_path / "copy.bin"
     Path(f"{target}.part").write_bytes(source.read_bytes()[:2_500_000])
-    pulled = cli(tmp_path, owner.key, "pull", file_id, "-o", str(target), at(server))
+    pulled = pull_into(tmp_path, owner, file_id, target, at(server))
     assert pulled.code == 0, pulled.err
     assert pulled.summary["resumed"] == "2500000" and pulled.summary["moved"] == "1.5 MB"
     assert sha256_of(target) == digest and not Path(f"{target}.part").exists()
@@ -362,13 +300,11 @@ def test_a_pull_continues_a_part_file_and_checks_the_whole(
 def test_a_part_file_from_something_else_is_downloaded_again(
     app: Flask, server: tcp.TransferServer, owner: Owner, tmp_path: Path
 ) -> None:
-    source = tmp_path / "src.bin"
-    digest = random_file(source, 1_000_000)
-    file_id = cli(tmp_path, owner.key, "push", str(source), at(server), "-q").out.strip()
+    source, digest, file_id = push_quietly(tmp_path, owner, server.port, "src.bin", 1_000_000)
     target = tmp_path / "copy.bin"
     Path(f"{target}.part").write_bytes(os.urandom(400_000))  # same name, other bytes
     target.write_bytes(b"the previous version")
-    pulled = cli(tmp_path, owner.key, "pull", file_id, "-o", str(target), at(server))
+    pulled = pull_into(tmp_path, owner, file_id, target, at(server))
     assert pulled.code == 0, pulled.err
     assert "did not belong to this file" in pulled.err
     assert sha256_of(target) == digest
@@ -393,14 +329,7 @@ def push_while_changing(
 ) -> tuple[Run, str]:
     """Push through a link cut at 3 MB; the file is rewritten while the client waits to retry."""
     with relay(port, cut_after=3_000_000) as link:
-        proc = subprocess.Popen(
-            command("push", str(source), at(link.port)),
-            cwd=ROOT,
-            env=cli_env(tmp_path, owner.key),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        proc = start_cli(tmp_path, owner.key, "push", str(source), at(link.port), capture=True)
         assert link.cut.wait(30)
         new_digest = rewrite(source, keep_mtime)  # the first retry comes 0.5 s after the cut
         out, err = proc.communicate(timeout=120)
@@ -416,12 +345,10 @@ def test_a_file_changed_between_attempts_is_checksummed_again_and_sent_anew(
     assert run.code == 0, run.err
     assert "changed since it was checksummed: checksumming it again" in run.err
     assert run.summary["sha256"] == new_digest and run.summary["resumed"] is None
-    files = {f.sha256 or f.expected_sha256: f for f in listed(app, owner)}
+    files = {f.sha256 or f.expected_sha256: f for f in files_of(app, owner)}
     assert files[new_digest].complete and files[new_digest].id == run.out.strip()
     assert not files[old_digest].complete  # the old version's bytes were never merged in
-    pulled = cli(
-        tmp_path, owner.key, "pull", run.out.strip(), "-o", str(tmp_path / "c"), at(server)
-    )
+    pulled = pull_into(tmp_path, owner, run.out.strip(), tmp_path / "c", at(server))
     assert pulled.code == 0 and sha256_of(tmp_path / "c") == new_digest
 
 
@@ -447,13 +374,13 @@ def test_bytes_garbled_on_the_way_exit_5_and_nothing_is_kept(
     assert link.corrupted.is_set()
     assert pushed.code == 5, pushed.err
     assert "checksum_mismatch" in pushed.err and pushed.out == ""
-    assert listed(app, owner) == []
+    assert files_of(app, owner) == []
 
     file_id = cli(tmp_path, owner.key, "push", str(source), at(server), "-q").out.strip()
     target = tmp_path / "out" / "precious.bin"
     target.parent.mkdir()
     with relay(server.port, corrupt_at=1_000_000, direction="down") as link:
-        pulled = cli(tmp_path, owner.key, "pull", file_id, "-o", str(target), at(link.port))
+        pulled = pull_into(tmp_path, owner, file_id, target, at(link.port))
     assert pulled.code == 5, pulled.err
     assert "nothing was kept" in pulled.err and pulled.out == ""
     assert os.listdir(target.parent) == []
@@ -477,7 +404,7 @@ def test_keys_the_server_does_not_accept_exit_3_and_bad_usage_exits_2(
     assert cli(tmp_path, owner.key, "push", str(tmp_path / "nope"), at(server)).code == 2
     assert cli(tmp_path, owner.key, "pull", "not-an-id", at(server)).code == 2
     assert cli(tmp_path, owner.key, "push", str(source), "--server", "nowhere").code == 2
-    assert listed(app, owner) == []
+    assert files_of(app, owner) == []
 
 
 def test_pulling_an_unknown_file_exits_4_and_writes_nothing(
@@ -495,20 +422,18 @@ def test_pulling_an_unknown_file_exits_4_and_writes_nothing(
 
 
 def test_a_push_over_the_quota_exits_7(make_app: Any, tmp_path: Path) -> None:
-    app = make_app(TRANSFER_USER_QUOTA=1_000_000)
-    owner = make_owner(app, "alice")
+    app, owner = app_and_owner(make_app, TRANSFER_USER_QUOTA=1_000_000)
     source = tmp_path / "big.bin"
     random_file(source, 1_000_001)
     with running(app) as server:
         run = cli(tmp_path, owner.key, "push", str(source), at(server))
     assert run.code == 7 and "quota" in run.err and run.out == ""
-    assert listed(app, owner) == []
+    assert files_of(app, owner) == []
 
 
 @EMBEDDED
 def test_a_busy_server_is_retried_then_exits_6(make_app: Any, tmp_path: Path) -> None:
-    app = make_app(TRANSFER_SERVER_MAX_CLIENTS=1)
-    owner = make_owner(app, "alice")
+    app, owner = app_and_owner(make_app, TRANSFER_SERVER_MAX_CLIENTS=1)
     source = tmp_path / "f.bin"
     digest = random_file(source, 1000)
     with running(app) as server:
@@ -516,20 +441,15 @@ def test_a_busy_server_is_retried_then_exits_6(make_app: Any, tmp_path: Path) ->
         try:
             run = cli(tmp_path, owner.key, "push", str(source), at(server), "--retries=1")
             assert run.code == 6 and "busy" in run.err and "failed after 2 attempt(s)" in run.err
-            proc = subprocess.Popen(
-                command("push", str(source), at(server), "-q"),
-                cwd=ROOT,
-                env=cli_env(tmp_path, owner.key),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
+            proc = start_cli(
+                tmp_path, owner.key, "push", str(source), at(server), "-q", capture=True
             )
             time.sleep(1)  # the client is turned away and backs off...
         finally:
             holder.sock.close()  # ...until the slot frees up
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert listed(app, owner)[0].sha256 == digest and listed(app, owner)[0].id == out.strip()
+    assert files_of(app, owner)[0].sha256 == digest and files_of(app, owner)[0].id == out.strip()
 
 
 @EMBEDDED
@@ -547,26 +467,16 @@ def test_no_server_exits_6(owner: Owner, tmp_path: Path) -> None:
 
 
 @EMBEDDED
-def test_push_and_pull_over_tls(make_app: Any, tmp_path: Path) -> None:
-    cert, key = make_certificate(tmp_path)
-    app = make_app(TRANSFER_TLS_CERT=str(cert), TRANSFER_TLS_KEY=str(key))
-    owner = make_owner(app, "alice")
+def test_push_and_pull_over_tls(tls: Tls, tmp_path: Path) -> None:
+    app, owner, cert = tls.app, tls.owner, tls.cert
     source = tmp_path / "over-tls.bin"
     digest = random_file(source, 3 * 1024 * 1024)
     with running(app) as server:
         pushed = cli(tmp_path, owner.key, "push", str(source), at(server), "--cafile", str(cert))
         assert pushed.code == 0, pushed.err
         target = tmp_path / "copy.bin"
-        pulled = cli(
-            tmp_path,
-            owner.key,
-            "pull",
-            pushed.out.strip(),
-            "-o",
-            str(target),
-            at(server),
-            "--cafile",
-            str(cert),
+        pulled = pull_into(
+            tmp_path, owner, pushed.out.strip(), target, at(server), "--cafile", str(cert)
         )
         assert pulled.code == 0, pulled.err
         assert sha256_of(target) == digest
@@ -590,11 +500,11 @@ def test_push_and_pull_over_http(
     pushed = cli(tmp_path, owner.key, "push", str(source), "--http", live_server)
     assert pushed.code == 0, pushed.err
     file_id = pushed.out.strip()
-    [file] = listed(app, owner)
+    [file] = files_of(app, owner)
     assert (file.id, file.filename, file.sha256) == (file_id, "via http.bin", digest)
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    pulled = cli(tmp_path, owner.key, "pull", file_id, "-o", str(downloads), "--http", live_server)
+    pulled = pull_into(tmp_path, owner, file_id, downloads, "--http", live_server)
     assert pulled.code == 0, pulled.err
     assert sha256_of(downloads / "via http.bin") == digest
     assert pulled.summary["sha256"] == digest
@@ -613,19 +523,12 @@ def test_http_transfers_resume_after_a_dropped_connection(
         )
     assert pushed.code == 0, pushed.err
     assert "resuming at byte 8388608 " in pushed.err  # the first 8 MiB chunk was kept
-    assert listed(app, owner)[0].sha256 == digest
+    assert files_of(app, owner)[0].sha256 == digest
 
     target = tmp_path / "copy.bin"
     with relay(port, cut_after=5_000_000, direction="down") as link:
-        pulled = cli(
-            tmp_path,
-            owner.key,
-            "pull",
-            pushed.out.strip(),
-            "-o",
-            str(target),
-            "--http",
-            f"http://127.0.0.1:{link.port}",
+        pulled = pull_into(
+            tmp_path, owner, pushed.out.strip(), target, "--http", f"http://127.0.0.1:{link.port}"
         )
     assert pulled.code == 0, pulled.err
     assert re.search(r"resuming at byte \d{7} ", pulled.err)
@@ -647,7 +550,7 @@ def test_http_push_resumes_in_a_later_run(
         second = cli(tmp_path, owner.key, "push", str(source), "--http", url)
     assert second.code == 0, second.err
     assert second.summary["resumed"] == str(8 * 1024 * 1024)
-    [file] = listed(app, owner)
+    [file] = files_of(app, owner)
     assert file.sha256 == digest and file.id == second.out.strip()
 
 
@@ -667,7 +570,7 @@ def test_http_errors_have_the_same_exit_codes(
 # -- 1 GiB, interrupted both ways --------------------------------------------------------------
 
 
-def wait_and_kill(proc: subprocess.Popen[bytes], path_glob: tuple[Path, str], size: int) -> None:
+def wait_and_kill(proc: subprocess.Popen[str], path_glob: tuple[Path, str], size: int) -> None:
     """Kill *proc* once a file matching the glob holds *size* bytes (the midpoint)."""
     directory, pattern = path_glob
     deadline = time.monotonic() + 300
@@ -692,33 +595,20 @@ def test_one_gibibyte_pushed_and_pulled_with_an_interruption_each_way(
         pytest.skip(f"needs 3 GiB free in {tmp_path} (source, server copy, download); has {free}")
     source = tmp_path / "one.gib"
     digest = random_file(source, size)
-    env = cli_env(tmp_path, owner.key)
 
-    proc = subprocess.Popen(
-        command("push", str(source), at(server), "-q"),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_cli(tmp_path, owner.key, "push", str(source), at(server), "-q")
     wait_and_kill(
         proc, (Path(app.config["MEDIA_ROOT"]) / "transfer" / "partial", "*.part"), size // 2
     )
-    [upload] = listed(app, owner)
+    [upload] = files_of(app, owner)
     kept = received(app, upload.id)
     pushed = cli(tmp_path, owner.key, "push", str(source), at(server), timeout=600)
     assert pushed.code == 0, pushed.err
     assert int(pushed.summary["resumed"]) == kept >= size // 2
-    assert listed(app, owner)[0].sha256 == digest
+    assert files_of(app, owner)[0].sha256 == digest
 
     target = tmp_path / "copy.gib"
-    proc = subprocess.Popen(
-        command("pull", upload.id, "-o", str(target), at(server), "-q"),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_cli(tmp_path, owner.key, "pull", upload.id, "-o", str(target), at(server), "-q")
     wait_and_kill(proc, (tmp_path, "copy.gib.part"), size // 2)
     part_size = Path(f"{target}.part").stat().st_size
     pulled = cli(tmp_path, owner.key, "pull", upload.id, "-o", str(target), at(server), timeout=600)

@@ -8,9 +8,7 @@ row, no bytes, or exactly the bytes received before.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
-import ipaddress
 import json
 import os
 import re
@@ -27,17 +25,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from flask import Flask
 
 from apps.accounts import apikeys
-from apps.transfer import models, tcp
-from tests.transfer.conftest import Owner, make_owner, random_file, sha256_of
+from apps.transfer import models, tcp, wire
+from tests.transfer.conftest import (
+    ROOT,
+    Owner,
+    Tls,
+    app_and_owner,
+    files_of,
+    random_file,
+    sha256_of,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
 EMBEDDED = pytest.mark.parametrize("stack", ["embedded"], indirect=True)  # stack-independent
 
 
@@ -78,10 +79,10 @@ class Peer:
         self.sock.close()
 
     def read(self) -> dict[str, Any]:
-        return tcp.read_message(self.sock)
+        return wire.read_message(self.sock)
 
     def send(self, message: dict[str, Any]) -> None:
-        tcp.send_message(self.sock, message)
+        wire.send_message(self.sock, message)
 
     def ask(self, message: dict[str, Any]) -> dict[str, Any]:
         self.send(message)
@@ -90,14 +91,14 @@ class Peer:
     def nonce(self) -> bytes:
         challenge = self.read()
         assert challenge["type"] == "challenge" and challenge["version"] == 1
-        return tcp.decode_nonce(challenge["nonce"])
+        return wire.decode_nonce(challenge["nonce"])
 
     def answer(self, key: str) -> dict[str, Any]:
         """Answer the challenge with *key*, as a client holding it would."""
         nonce = self.nonce()
         key_id, secret = split_key(key)
         return self.ask(
-            {"type": "auth", "key_id": key_id, "mac": tcp.auth_mac(secret, nonce, key_id)}
+            {"type": "auth", "key_id": key_id, "mac": wire.auth_mac(secret, nonce, key_id)}
         )
 
     def closed(self) -> bool:
@@ -138,7 +139,7 @@ def pull(peer: Peer, file_id: str, offset: int = 0) -> tuple[dict[str, Any], byt
     reply = peer.ask({"op": "pull", "file_id": file_id, "offset": offset})
     if not reply["ok"]:
         return reply, b""
-    return reply, tcp.recv_exact(peer.sock, reply["size"] - offset)
+    return reply, wire.recv_exact(peer.sock, reply["size"] - offset)
 
 
 def push_part(port: int, owner: Owner, path: Path, count: int) -> str:
@@ -167,11 +168,6 @@ def received(app: Flask, upload_id: str, at_least: int = 1, seconds: float = 10)
         if upload.received >= at_least or time.monotonic() > deadline:
             return upload.received
         time.sleep(0.05)
-
-
-def files_of(app: Flask, owner: Owner) -> list[models.TransferFile]:
-    with app.app_context():
-        return models.list_for(owner.user_id)
 
 
 def on_disk(app: Flask) -> list[Path]:
@@ -239,8 +235,7 @@ def test_a_client_that_vanishes_mid_file_keeps_its_bytes_and_the_next_push_resum
 def test_a_client_that_goes_silent_mid_file_is_cut_off_and_its_bytes_kept(
     make_app: Any, tmp_path: Path
 ) -> None:
-    app = make_app(TRANSFER_SERVER_TIMEOUT=0.5)
-    owner = make_owner(app, "alice")
+    app, owner = app_and_owner(make_app, TRANSFER_SERVER_TIMEOUT=0.5)
     source = tmp_path / "slow.bin"
     random_file(source, 1024 * 1024)
     with running(app) as server, login(server.port, owner) as peer:
@@ -256,9 +251,8 @@ def test_a_client_that_goes_silent_mid_file_is_cut_off_and_its_bytes_kept(
 
 def test_many_stalled_pushes_do_not_starve_the_database_pool(make_app: Any, tmp_path: Path) -> None:
     """More stalled clients than pooled connections (5 in tests): the next one still gets in."""
-    app = make_app(TRANSFER_SERVER_MAX_CLIENTS=20)
+    app, owner = app_and_owner(make_app, TRANSFER_SERVER_MAX_CLIENTS=20)
     assert app.config["DB_POOL_SIZE"] == 5
-    owner = make_owner(app, "alice")
     source = tmp_path / "x.bin"
     digest = random_file(source, 256 * 1024)
     with running(app) as server:
@@ -302,10 +296,18 @@ def test_a_wrong_answer_is_refused_and_the_connection_closed(
     key_id, _ = split_key(owner.key)
     with Peer(server.port) as peer:
         nonce = peer.nonce()
-        wrong = tcp.auth_mac(b"not the secret", nonce, key_id)
+        wrong = wire.auth_mac(b"not the secret", nonce, key_id)
         reply = peer.ask({"type": "auth", "key_id": key_id, "mac": wrong})
         assert reply["ok"] is False and reply["error"] == "auth_failed"
         assert peer.closed()
+
+
+def test_a_key_minted_by_accounts_has_the_wire_shape(owner: Owner) -> None:
+    """accounts mints keys, the wire format says what a client sends: the two must agree."""
+    match = wire.KEY_PATTERN.match(owner.key)
+    assert match and owner.key == f"fmk_{match['key_id']}_{match['secret']}"
+    assert wire.KEY_ID.match(match["key_id"])
+    assert apikeys.KEY_PATTERN.pattern == wire.KEY_PATTERN.pattern
 
 
 def test_an_unknown_or_revoked_key_gets_the_same_answer_as_a_wrong_one(
@@ -337,7 +339,7 @@ def test_an_answer_replayed_from_an_earlier_connection_fails(
         recorded = {
             "type": "auth",
             "key_id": key_id,
-            "mac": tcp.auth_mac(secret, seen_nonce, key_id),
+            "mac": wire.auth_mac(secret, seen_nonce, key_id),
         }
         assert first.ask(recorded)["ok"] is True
     with Peer(server.port) as second:
@@ -377,7 +379,7 @@ def test_a_message_over_the_limit_is_refused_then_closed(
 
 
 @pytest.mark.parametrize(
-    ("wire", "answer"),
+    ("mangle", "answer"),
     [
         pytest.param(lambda m: m[:2], None, id="half a length"),
         pytest.param(lambda m: m[:-10], None, id="half a message"),
@@ -385,11 +387,13 @@ def test_a_message_over_the_limit_is_refused_then_closed(
     ],
 )
 def test_a_push_header_cut_short_or_garbled_stores_nothing(
-    app: Flask, server: tcp.TransferServer, owner: Owner, wire: Any, answer: str | None
+    app: Flask, server: tcp.TransferServer, owner: Owner, mangle: Any, answer: str | None
 ) -> None:
-    message = tcp.encode_message({"op": "push", "name": "a.bin", "size": 1000, "sha256": "ab" * 32})
+    message = wire.encode_message(
+        {"op": "push", "name": "a.bin", "size": 1000, "sha256": "ab" * 32}
+    )
     with login(server.port, owner) as peer:
-        peer.sock.sendall(wire(message))
+        peer.sock.sendall(mangle(message))
         peer.sock.shutdown(socket.SHUT_WR)
         if answer is not None:
             assert peer.read()["error"] == answer
@@ -454,8 +458,7 @@ def test_an_unfinished_upload_cannot_be_pulled(
 
 
 def test_a_push_over_the_quota_is_refused_before_any_byte(make_app: Any, tmp_path: Path) -> None:
-    app = make_app(TRANSFER_USER_QUOTA=1_500_000)
-    owner = make_owner(app, "alice")
+    app, owner = app_and_owner(make_app, TRANSFER_USER_QUOTA=1_500_000)
     first, second = tmp_path / "first.bin", tmp_path / "second.bin"
     random_file(first, 1_000_000)
     random_file(second, 600_000)
@@ -472,8 +475,7 @@ def test_a_push_over_the_quota_is_refused_before_any_byte(make_app: Any, tmp_pat
 
 
 def test_a_file_over_the_size_limit_is_refused(make_app: Any, tmp_path: Path) -> None:
-    app = make_app(TRANSFER_MAX_FILE_SIZE=1000)
-    owner = make_owner(app, "alice")
+    app, owner = app_and_owner(make_app, TRANSFER_MAX_FILE_SIZE=1000)
     with running(app) as server, login(server.port, owner) as peer:
         reply = peer.ask({"op": "push", "name": "big", "size": 1001, "sha256": "ab" * 32})
         assert reply["error"] == "too_large"
@@ -497,8 +499,7 @@ def test_bytes_that_do_not_match_the_declared_sha256_are_not_kept(
 
 @EMBEDDED
 def test_clients_over_the_limit_are_told_busy(make_app: Any) -> None:
-    app = make_app(TRANSFER_SERVER_MAX_CLIENTS=2)
-    owner = make_owner(app, "alice")
+    app, owner = app_and_owner(make_app, TRANSFER_SERVER_MAX_CLIENTS=2)
     with running(app) as server:
         first, second = login(server.port, owner), Peer(server.port)
         with Peer(server.port) as third:
@@ -517,8 +518,7 @@ def test_clients_over_the_limit_are_told_busy(make_app: Any) -> None:
 
 @EMBEDDED
 def test_an_idle_connection_is_closed_after_the_timeout(make_app: Any) -> None:
-    app = make_app(TRANSFER_SERVER_TIMEOUT=0.5)
-    owner = make_owner(app, "alice")
+    app, owner = app_and_owner(make_app, TRANSFER_SERVER_TIMEOUT=0.5)
     with running(app) as server:
         with Peer(server.port) as silent:  # a half-open peer never answers the challenge
             silent.nonce()
@@ -533,46 +533,9 @@ def test_an_idle_connection_is_closed_after_the_timeout(make_app: Any) -> None:
 # -- TLS ---------------------------------------------------------------------------------------
 
 
-def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    """A certificate for localhost and 127.0.0.1, and its key (PEM files)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 @EMBEDDED
-def test_tls_with_a_self_signed_certificate(make_app: Any, tmp_path: Path) -> None:
-    cert, key = self_signed_certificate(tmp_path)
-    app = make_app(TRANSFER_TLS_CERT=str(cert), TRANSFER_TLS_KEY=str(key))
-    owner = make_owner(app, "alice")
+def test_tls_with_a_self_signed_certificate(tls: Tls, tmp_path: Path) -> None:
+    app, owner, cert = tls.app, tls.owner, tls.cert
     source = tmp_path / "secret.bin"
     digest = random_file(source, 2 * 1024 * 1024 + 3)
     trusting = ssl.create_default_context(cafile=str(cert))
