@@ -23,7 +23,7 @@ from project import create_app
 from project.db import utcnow
 from project.extensions import db
 from tests.conftest import csrf_token, free_port, log_in
-from tests.realtime.test_servers import Server, server_env, start_server
+from tests.servers import Server, server_env, start_server
 from tests.transfer.conftest import Owner, make_owner, store_file
 
 DATA = os.urandom(300_000)
