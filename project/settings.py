@@ -124,6 +124,7 @@ class Config:
     TRANSFER_SERVER_PORT = 9000
     TRANSFER_SERVER_MAX_CLIENTS = 64
     TRANSFER_SERVER_TIMEOUT = 60.0  # seconds a connection may stay silent, mid-file or not
+    TRANSFER_SERVER_AUTH_TIMEOUT = 10.0  # seconds from connect (TLS included) to a proven key
     TRANSFER_TLS_CERT = ""  # PEM files; both set = the TCP server speaks only TLS
     TRANSFER_TLS_KEY = ""
 
@@ -375,6 +376,7 @@ _VARIABLES = {
     "TRANSFER_SERVER_PORT": _int,
     "TRANSFER_SERVER_MAX_CLIENTS": _int,
     "TRANSFER_SERVER_TIMEOUT": _seconds,
+    "TRANSFER_SERVER_AUTH_TIMEOUT": _seconds,
     "TRANSFER_TLS_CERT": _str,
     "TRANSFER_TLS_KEY": _str,
 }

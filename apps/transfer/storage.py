@@ -54,6 +54,9 @@ from project.extensions import db
 
 CHECKSUM_ALGORITHMS = ("sha1", "sha256", "md5")  # what tus clients may send per chunk
 _FULL_DISK = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+# Users' files are readable by the server's user and group only (the umask may take more).
+FILE_MODE = 0o640
+DIR_MODE = 0o750
 
 
 @dataclass(frozen=True)
@@ -107,14 +110,28 @@ def start_upload(
     storage = get_storage()
     path = storage.partial_path(upload.id)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(exist_ok=False)
+        make_dirs(path.parent)
+        path.touch(mode=FILE_MODE, exist_ok=False)
     except OSError as exc:
         models.delete(upload.id)
         if exc.errno in _FULL_DISK:
             raise StorageFull("the server's disk is full") from exc
         raise
     return upload
+
+
+def make_dirs(path: Path) -> None:
+    """*path* and its missing parents, each private to the server's user and group.
+
+    (``Path.mkdir(mode, parents=True)`` gives the parents the default mode.)
+    """
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another worker made it meanwhile
+            directory.mkdir(mode=DIR_MODE)
 
 
 def remove(file: TransferFile) -> None:
@@ -236,7 +253,14 @@ def receive(
         # cannot starve every other request of connections.
         db.release()
 
-        hasher = _hashes.take(upload.id, offset) or _hash_prefix(fd, offset)
+        # The running SHA-256 is kept in this process between chunks. Without it (the
+        # chunk landed on another worker, or the state was evicted) the prefix is not
+        # hashed again now: a 1-byte chunk would cost a pass over up to 50 GiB each
+        # time. The whole file is hashed once at completion instead, so an upload
+        # costs at most two passes over its bytes whichever worker takes which chunk.
+        state = _hashes.take(upload.id, offset)
+        deferred = state is None and offset > 0
+        hasher = state or hashlib.sha256()
         pipeline = HashingThread(hasher)
         chunk_hash = hashlib.new(checksum[0]) if checksum else None
         remaining = current.size - offset
@@ -275,11 +299,12 @@ def receive(
         hasher = pipeline.finish()
         models.record_progress(upload.id, position, current_app.config["TRANSFER_UPLOAD_EXPIRY"])
         if position < current.size:
-            _hashes.put(upload.id, position, hasher)
+            if not deferred:  # a hash of this chunk alone is no state to resume from
+                _hashes.put(upload.id, position, hasher)
             if failure is not None:
                 raise failure
             return models.get(upload.id) or current
-        _finish(current, hasher.hexdigest())
+        _finish(current, _hash_prefix(fd, position).hexdigest() if deferred else hasher.hexdigest())
     finished = models.get(upload.id)
     assert finished is not None
     return finished
@@ -306,7 +331,7 @@ def _finish(upload: TransferFile, sha256: str) -> None:
         )
     storage = get_storage()
     final = storage.file_path(upload.id)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(final.parent)
     os.replace(storage.partial_path(upload.id), final)
     fsync_dir(final.parent)
     fsync_dir(storage.partial_path(upload.id).parent)

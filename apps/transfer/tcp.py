@@ -10,53 +10,36 @@ the other and a file is kept only once its SHA-256 matches the declared one.
 
 The wire format (framing, the HMAC, the limits and error codes) is in
 :mod:`apps.transfer.wire`, which the client shares; this module is only the
-server: one thread per connection, one app context per operation, so an idle
-connection holds no database connection. Refusals are
-:class:`~apps.transfer.exceptions.TransferError` instances; their ``code`` is the reply.
+server: one thread per connection, each running a
+:class:`~apps.transfer.tcp_session.Session`.
+
+Before a client has proven its key it holds nothing that others need: the
+whole pre-auth phase (TLS handshake, challenge, answer) has one deadline,
+``TRANSFER_SERVER_AUTH_TIMEOUT``; at most ``TRANSFER_SERVER_MAX_CLIENTS``
+connections wait in it at once (a new one cuts the oldest); and only an
+authenticated client takes one of the ``TRANSFER_SERVER_MAX_CLIENTS`` slots.
+Connections that drip bytes can therefore no longer keep real clients out.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hmac
 import logging
-import mimetypes
 import secrets
 import signal
 import socket
 import socketserver
 import ssl
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, BinaryIO, TypeGuard
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any
 
 from flask import Flask
 
-from apps.transfer import models, storage, tusmeta
-from apps.transfer.exceptions import OffsetMismatch, PeerClosed, ProtocolError, TransferError
-from apps.transfer.models import TransferFile
-from apps.transfer.names import clean_filename
-from apps.transfer.wire import (
-    FILE_ID,
-    KEY_ID,
-    NONCE_BYTES,
-    SHA256_HEX,
-    VERSION,
-    auth_mac,
-    encode_nonce,
-    error_message,
-    read_message,
-    send_file,
-    send_message,
-)
-from project.auth import key_secret, mark_key_used
-from project.db import DatabaseError
+from apps.transfer.tcp_session import Session
 
 log = logging.getLogger(__name__)
-
-_DRAIN_SECONDS = 2.0  # how long an error reply waits for the peer's unread bytes before closing
 
 
 # -- the server --------------------------------------------------------------------------------
@@ -74,8 +57,9 @@ class TransferServer(socketserver.ThreadingTCPServer):
     """One thread per connection, at most ``TRANSFER_SERVER_MAX_CLIENTS`` served at once.
 
     Clients over the limit still get a thread, long enough to be told ``busy``
-    (over TLS that needs a handshake); past twice the limit a connection is
-    closed at once, so a flood cannot make threads without bound.
+    (over TLS that needs a handshake); past three times the limit (waiting to
+    authenticate, served, being refused) a connection is closed at once, so a
+    flood cannot make threads without bound.
     """
 
     allow_reuse_address = True  # a restart must not wait for TIME_WAIT sockets
@@ -87,8 +71,12 @@ class TransferServer(socketserver.ThreadingTCPServer):
         self.app = app
         self.tls = tls
         self.idle_timeout = float(config["TRANSFER_SERVER_TIMEOUT"])
-        self.slots = threading.BoundedSemaphore(config["TRANSFER_SERVER_MAX_CLIENTS"])
-        self._threads_left = threading.BoundedSemaphore(2 * config["TRANSFER_SERVER_MAX_CLIENTS"])
+        self.auth_timeout = float(config["TRANSFER_SERVER_AUTH_TIMEOUT"])
+        clients = config["TRANSFER_SERVER_MAX_CLIENTS"]
+        self.slots = threading.BoundedSemaphore(clients)
+        self.max_unproven = clients
+        self._unproven: OrderedDict[socket.socket, threading.Timer] = OrderedDict()
+        self._threads_left = threading.BoundedSemaphore(3 * clients)
         # Unknown keys are checked against this, so they take as long as a wrong answer.
         self.dummy_secret = secrets.token_urlsafe(32).encode()
         self._open: set[socket.socket] = set()
@@ -134,6 +122,34 @@ class TransferServer(socketserver.ThreadingTCPServer):
             with self._lock:
                 self._open.discard(sock)
 
+    def await_proof(self, sock: socket.socket) -> None:
+        """Start the pre-auth deadline for *sock*; past the bound, cut the oldest waiting one."""
+        timer = threading.Timer(self.auth_timeout, self._too_slow, (sock,))
+        timer.daemon = True
+        with self._lock:
+            if len(self._unproven) >= self.max_unproven:
+                oldest, its_timer = self._unproven.popitem(last=False)
+                its_timer.cancel()
+                log.info("too many connections waiting to authenticate: dropped the oldest")
+                _cut(oldest)
+            self._unproven[sock] = timer
+        timer.start()
+
+    def proven(self, sock: socket.socket) -> bool:
+        """*sock* authenticated: stop its deadline; False if it was cut meanwhile."""
+        with self._lock:
+            timer = self._unproven.pop(sock, None)
+        if timer is not None:
+            timer.cancel()
+        return timer is not None
+
+    def _too_slow(self, sock: socket.socket) -> None:
+        with self._lock:
+            if self._unproven.pop(sock, None) is None:
+                return
+        log.info("a connection did not authenticate within %g s: closed", self.auth_timeout)
+        _cut(sock)
+
     def close(self) -> None:
         """Cut every open connection, wait for their threads, close the listening socket.
 
@@ -144,9 +160,7 @@ class TransferServer(socketserver.ThreadingTCPServer):
             self._closing = True
             connections = list(self._open)
         for sock in connections:
-            # The socket level, not SSLSocket.shutdown(): its thread may be inside a TLS read.
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            _cut(sock)
         self.server_close()
 
 
@@ -157,20 +171,19 @@ class _Handler(socketserver.BaseRequestHandler):
         server = self.server
         raw: socket.socket = self.request
         raw.settimeout(server.idle_timeout)
-        sock = _wrap_tls(server, raw)
-        if sock is None:
-            return
-        with contextlib.closing(sock), server.tracking(sock) as open_for_business:
-            session = _Session(server, sock, _peer(self.client_address))
-            if not open_for_business:
-                session.refuse("shutting_down")
-            elif not server.slots.acquire(blocking=False):
-                session.refuse("busy", "the server has as many clients as it serves at once")
-            else:
-                try:
-                    session.run()
-                finally:
-                    server.slots.release()
+        server.await_proof(raw)  # the deadline covers the TLS handshake too
+        try:
+            sock = _wrap_tls(server, raw)
+            if sock is None:
+                return
+            with contextlib.closing(sock), server.tracking(sock) as open_for_business:
+                session = Session(server, sock, _peer(self.client_address))
+                if not open_for_business:
+                    session.refuse("shutting_down")
+                else:
+                    session.run(lambda: server.proven(raw))
+        finally:
+            server.proven(raw)  # no deadline left behind, however the connection ended
 
 
 def _wrap_tls(server: TransferServer, raw: socket.socket) -> socket.socket | None:
@@ -183,283 +196,15 @@ def _wrap_tls(server: TransferServer, raw: socket.socket) -> socket.socket | Non
         return None
 
 
+def _cut(sock: socket.socket) -> None:
+    """Close a connection under its thread (at the socket level: it may be mid TLS read)."""
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
 def _peer(address: Any) -> str:
     host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-@dataclass
-class _User:
-    id: int
-    name: str
-
-
-class _Body:
-    """``readinto`` over the socket for the raw bytes of one PUSH (the :data:`storage.Reader`).
-
-    :func:`storage.receive` calls it only once it holds the upload's lock and
-    has checked the offset, so the ``ok`` reply with the offset is sent from
-    the first call: the client never starts sending for an offset that is
-    stale or an upload another connection is still writing.
-    """
-
-    def __init__(self, sock: socket.socket, upload: TransferFile, offset: int) -> None:
-        self.sock, self.upload, self.offset = sock, upload, offset
-        self.remaining = upload.size - offset
-        self.started = 0.0  # monotonic time of the reply; 0 until then
-
-    def __call__(self, view: memoryview) -> int:
-        if not self.started:
-            send_message(
-                self.sock, {"ok": True, "upload_id": self.upload.id, "offset": self.offset}
-            )
-            self.started = time.monotonic()
-        if not self.remaining:
-            return 0  # past the declared size the next bytes are a control message
-        n = self.sock.recv_into(view, min(len(view), self.remaining))
-        self.remaining -= n
-        return n
-
-    @property
-    def in_sync(self) -> bool:
-        """Whether the next bytes on the wire are a control message (so the connection goes on)."""
-        return not self.started or not self.remaining
-
-
-class _Session:
-    """One connection: the challenge, then operations until the peer leaves or errs."""
-
-    def __init__(self, server: TransferServer, sock: socket.socket, peer: str) -> None:
-        self.server, self.app, self.sock, self.peer = server, server.app, sock, peer
-        self.user: _User | None = None
-
-    def run(self) -> None:
-        try:
-            self.user = self._authenticate()
-            if self.user is None:
-                return
-            operations: dict[str, Callable[[dict[str, Any]], bool]]
-            operations = {"push": self.push, "pull": self.pull, "stat": self.stat}
-            while True:
-                request = read_message(self.sock)
-                operation = operations.get(str(request.get("op")))
-                if operation is None:
-                    raise ProtocolError(f"unknown op {str(request.get('op'))[:40]!r}")
-                if not operation(request):
-                    return
-        except PeerClosed:
-            return  # a peer leaving between messages is how a session ends
-        except ProtocolError as exc:
-            self.refuse(exc.code, exc.message)
-        except TimeoutError:
-            self.refuse("timeout", f"nothing received for {self.server.idle_timeout:g} s")
-        except DatabaseError:
-            log.exception("database error serving %s", self.peer)
-            self.refuse("internal")
-        except OSError as exc:  # reset, broken pipe, TLS alerts: the peer is gone
-            log.info("connection from %s ended: %s", self.peer, exc)
-
-    def refuse(self, code: str, message: str | None = None) -> None:
-        """Send an error, then close gracefully: read (and drop) what the peer still sends.
-
-        Closing with unread bytes in the receive buffer makes the kernel send a
-        reset, which can destroy the error reply before the client reads it.
-        """
-        with contextlib.suppress(OSError):
-            send_message(self.sock, error_message(code, message))
-            socket.socket.shutdown(self.sock, socket.SHUT_WR)
-            self.sock.settimeout(_DRAIN_SECONDS)
-            deadline = time.monotonic() + _DRAIN_SECONDS
-            while time.monotonic() < deadline and self.sock.recv(1 << 16):
-                pass
-
-    def _reply(self, message: Mapping[str, Any]) -> None:
-        send_message(self.sock, message)
-
-    # -- authentication --
-
-    def _authenticate(self) -> _User | None:
-        nonce = secrets.token_bytes(NONCE_BYTES)
-        self._reply({"type": "challenge", "version": VERSION, "nonce": encode_nonce(nonce)})
-        answer = read_message(self.sock)
-        key_id, mac = answer.get("key_id"), answer.get("mac")
-        if answer.get("type") != "auth" or not isinstance(key_id, str) or not isinstance(mac, str):
-            raise ProtocolError('expected {"type": "auth", "key_id", "mac"}')
-        user = self._check_answer(nonce, key_id, mac)
-        if user is None:
-            log.info("auth failed for key %r from %s", key_id[:16], self.peer)
-            self.refuse("auth_failed", "the key is unknown or revoked, or the answer is wrong")
-            return None
-        self._reply({"ok": True, "user": user.name})
-        return user
-
-    def _check_answer(self, nonce: bytes, key_id: str, mac: str) -> _User | None:
-        with self.app.app_context():
-            found = key_secret(key_id) if KEY_ID.match(key_id) else None
-        secret = found[1] if found else self.server.dummy_secret
-        # Compared even for an unknown key, so the time taken does not tell keys apart.
-        matches = hmac.compare_digest(auth_mac(secret, nonce, key_id).encode(), mac.encode())
-        if not matches or found is None:
-            return None
-        with self.app.app_context():
-            mark_key_used(key_id)
-        account = found[0]
-        return _User(account.id, account.username)
-
-    # -- operations (each returns whether the connection can go on) --
-
-    def push(self, request: dict[str, Any]) -> bool:
-        name, size, sha256 = _push_fields(request)
-        assert self.user is not None
-        with self.app.app_context():
-            try:
-                upload = _find_or_start(self.user.id, name, size, sha256)
-            except TransferError as exc:
-                return self._refused(name, exc, in_sync=True)
-            body = _Body(self.sock, upload, upload.received)
-            try:
-                result = _receive(body)
-            except TransferError as exc:
-                return self._refused(name, exc, in_sync=body.in_sync)
-            except OSError as exc:  # the client vanished or went silent; its bytes are kept
-                self._log_push(body, upload, "interrupted", f" ({exc or type(exc).__name__})")
-                return False
-        if not result.complete:  # the client closed the connection mid-file
-            self._log_push(body, upload, "interrupted", f" at byte {result.received}")
-            return False
-        self._reply(
-            {"ok": True, "file_id": result.id, "sha256": result.sha256, "size": result.size}
-        )
-        self._log_push(body, result, "done")
-        return True
-
-    def _refused(self, name: str, exc: TransferError, in_sync: bool) -> bool:
-        """Answer a refused push; a refusal mid-file also ends the connection."""
-        assert self.user is not None
-        log.info("push of %r by %s refused: %s", name, self.user.name, exc)
-        if not in_sync:
-            self.refuse(exc.code, exc.message)
-            return False
-        self._reply(error_message(exc.code, exc.message))
-        return True
-
-    def _log_push(self, body: _Body, upload: TransferFile, outcome: str, detail: str = "") -> None:
-        moved = upload.size - body.offset - body.remaining
-        self._log("push", outcome, upload, moved, body.started, body.offset, detail)
-
-    def pull(self, request: dict[str, Any]) -> bool:
-        file_id, offset = request.get("file_id"), request.get("offset", 0)
-        if not _is_count(offset):
-            raise ProtocolError("offset must be a whole number")
-        file, handle = self._open_own(file_id)
-        if file is None or handle is None:
-            return True
-        with handle:
-            if offset > file.size:
-                self._reply(error_message("bad_request", f"offset {offset} is past the end"))
-                return True
-            self._reply(_describe(file))
-            started = time.monotonic()
-            sent = 0
-            try:
-                sent = send_file(self.sock, handle, offset, file.size - offset)
-            except OSError as exc:
-                self._log("pull", "interrupted", file, sent, started, offset, f" ({exc})")
-                return False
-        self._log("pull", "done", file, sent, started, offset)
-        return True
-
-    def stat(self, request: dict[str, Any]) -> bool:
-        file, handle = self._open_own(request.get("file_id"))
-        if file is not None and handle is not None:
-            handle.close()
-            self._reply(_describe(file))
-        return True
-
-    def _open_own(self, file_id: Any) -> tuple[TransferFile | None, BinaryIO | None]:
-        """The user's finished file and an open handle, or (None, None) after a not_found."""
-        assert self.user is not None
-        with self.app.app_context():
-            valid = isinstance(file_id, str) and FILE_ID.match(file_id)
-            file = models.get(file_id, owner_id=self.user.id) if valid else None
-            if file is not None and file.complete:
-                try:
-                    return file, storage.open_file(file)
-                except FileNotFoundError:
-                    log.error("file %s is in the database but not on disk", file.id)
-        self._reply(error_message("not_found", "no such file"))
-        return None, None
-
-    def _log(
-        self,
-        op: str,
-        outcome: str,
-        file: TransferFile,
-        moved: int,
-        started: float,
-        offset: int,
-        detail: str = "",
-    ) -> None:
-        """One line per transfer: who, what, how many bytes, how fast."""
-        assert self.user is not None
-        seconds = time.monotonic() - started if started else 0.0
-        rate = moved / seconds / 1e6 if seconds > 0 else 0.0
-        resumed = f" from byte {offset}" if offset else ""
-        log.info(
-            "%s %s: %s %s (%s, %d bytes) %d bytes%s in %.2f s, %.1f MB/s, from %s%s",
-            *(op, outcome, self.user.name, file.id, file.filename, file.size),
-            *(moved, resumed, seconds, rate, self.peer, detail),
-        )
-
-
-def _is_count(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _push_fields(request: dict[str, Any]) -> tuple[str, int, str]:
-    name, size, sha256 = request.get("name"), request.get("size"), request.get("sha256")
-    if not isinstance(name, str) or not _is_count(size):
-        raise ProtocolError("push needs a name and a size in bytes")
-    if not isinstance(sha256, str) or not SHA256_HEX.match(sha256):
-        raise ProtocolError("push needs the file's sha256 as 64 hex digits")
-    return clean_filename(name), size, sha256
-
-
-def _describe(file: TransferFile) -> dict[str, Any]:
-    name, sha256 = file.filename, file.sha256
-    return {"ok": True, "file_id": file.id, "size": file.size, "sha256": sha256, "name": name}
-
-
-def _find_or_start(owner_id: int, name: str, size: int, sha256: str) -> TransferFile:
-    """The unfinished upload of these bytes under this name, or a new one."""
-    found = models.find_resumable(owner_id, name, size, sha256)
-    if found is not None:
-        return found
-    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    return storage.start_upload(
-        owner_id,
-        filename=name,
-        size=size,
-        content_type=content_type,
-        # What a tus client would have sent, so HEAD shows the same for either path.
-        metadata=tusmeta.encode({"filename": name, "filetype": content_type, "sha256": sha256}),
-        expected_sha256=sha256,
-    )
-
-
-def _receive(body: _Body) -> TransferFile:
-    """:func:`storage.receive`, asking once more if the upload moved on before the lock.
-
-    Between looking the upload up and locking it, a connection that had just
-    been cut may have recorded its last bytes; the offset it left is the one to use.
-    """
-    try:
-        return storage.receive(body.upload, body.offset, body)
-    except OffsetMismatch as exc:
-        if body.started or exc.expected >= body.upload.size:
-            raise
-        body.offset, body.remaining = exc.expected, body.upload.size - exc.expected
-        return storage.receive(body.upload, body.offset, body)
 
 
 # -- running it --------------------------------------------------------------------------------

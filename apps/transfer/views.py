@@ -17,6 +17,7 @@ from flask import (
     request,
     url_for,
 )
+from werkzeug.datastructures import Range
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.wrappers import Response as WerkzeugResponse
 
@@ -164,9 +165,7 @@ def _send(file: TransferFile) -> WerkzeugResponse:
     response.headers["Content-Security-Policy"] = DOWNLOAD_CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
     environ = request.environ
-    if request.range is not None and len(request.range.ranges) > 1:
-        # werkzeug answers 416 to several ranges; RFC 9110 lets a server ignore
-        # Range instead, which every client handles: send the whole file.
+    if _ignore_range(request.range, "HTTP_RANGE" in environ, file.size):
         environ = {k: v for k, v in environ.items() if k != "HTTP_RANGE"}
     try:
         response.make_conditional(environ, accept_ranges=True, complete_length=file.size)
@@ -179,6 +178,22 @@ def _send(file: TransferFile) -> WerkzeugResponse:
         handle.seek(start)
         response.response = _file_body(handle, stop - start)
     return response
+
+
+def _ignore_range(parsed: Range | None, sent: bool, size: int) -> bool:
+    """Whether to answer with the whole file (200) as if no ``Range`` had been sent.
+
+    RFC 9110 lets a server ignore Range, and every client copes with that, so
+    it is the answer to what werkzeug would turn into a 416 wrongly: a header
+    that does not parse, a unit other than bytes, several ranges, or a suffix longer than the file
+    (``bytes=-N`` with N over the size means the whole file).
+    """
+    if parsed is None:
+        return sent  # malformed: ignored, not refused
+    if parsed.units != "bytes" or len(parsed.ranges) > 1:
+        return True
+    start, stop = parsed.ranges[0]
+    return start < 0 and stop is None and -start >= size
 
 
 def _file_body(handle: BinaryIO, length: int) -> Iterable[bytes]:

@@ -84,6 +84,12 @@ def test_the_ascii_fallback_name_keeps_what_it_can(
         ("bytes=100-199", 206, 100, 200),
         ("bytes=299990-400000", 206, 299_990, len(DATA)),  # clipped at the end
         ("bytes=0-0,10-20", 200, 0, len(DATA)),  # several ranges: the whole file
+        # RFC 9110: a suffix longer than the file means all of it (it was a 416).
+        (f"bytes=-{len(DATA) + 1}", 200, 0, len(DATA)),
+        # A Range that does not parse is ignored, not refused (it was a 416).
+        ("bytes=abc", 200, 0, len(DATA)),
+        ("bytes=5-2", 200, 0, len(DATA)),
+        ("pages=1-2", 200, 0, len(DATA)),
     ],
 )
 def test_ranges(

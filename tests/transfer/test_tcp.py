@@ -8,6 +8,7 @@ row, no bytes, or exactly the bytes received before.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import re
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -498,22 +500,113 @@ def test_bytes_that_do_not_match_the_declared_sha256_are_not_kept(
 
 
 @EMBEDDED
-def test_clients_over_the_limit_are_told_busy(make_app: Any) -> None:
+def test_clients_over_the_limit_are_told_busy_once_authenticated(make_app: Any) -> None:
+    """Slots are for clients that proved their key: one past the limit is told busy after it
+    answers the challenge, and the next gets in as soon as a slot frees."""
     app, owner = app_and_owner(make_app, TRANSFER_SERVER_MAX_CLIENTS=2)
     with running(app) as server:
-        first, second = login(server.port, owner), Peer(server.port)
+        first, second = login(server.port, owner), login(server.port, owner)
         with Peer(server.port) as third:
-            assert third.read()["error"] == "busy"
+            assert third.answer(owner.key)["error"] == "busy"
             assert third.closed()
         first.sock.close()
         second.sock.close()
         deadline = time.monotonic() + 5
         while True:  # the slots free as soon as the server sees the two leave
             with Peer(server.port) as fourth:
-                if fourth.read().get("type") == "challenge":
+                if fourth.answer(owner.key).get("ok"):
                     break
             assert time.monotonic() < deadline
             time.sleep(0.05)
+
+
+@EMBEDDED
+def test_connections_that_never_authenticate_do_not_keep_a_client_out(
+    make_app: Any, tmp_path: Path
+) -> None:
+    """Stops pre-auth slot holding: four connections announcing a 60 KB message and dripping a
+    byte a second kept a real client out of a 2-client server for 16 s. Now they hold no slot,
+    the oldest waiting one is dropped for a newcomer, and the whole pre-auth phase has one
+    deadline (TRANSFER_SERVER_AUTH_TIMEOUT)."""
+    app, owner = app_and_owner(
+        make_app,
+        TRANSFER_SERVER_MAX_CLIENTS=2,
+        TRANSFER_SERVER_TIMEOUT=3,
+        TRANSFER_SERVER_AUTH_TIMEOUT=2,
+    )
+    stop = threading.Event()
+    with running(app) as server:
+
+        def drip() -> None:
+            address = ("127.0.0.1", server.port)
+            with (
+                socket.create_connection(address, timeout=30) as sock,
+                contextlib.suppress(OSError),
+            ):
+                sock.sendall(struct.pack("!I", 60_000))  # a message that never comes
+                while not stop.wait(1):
+                    sock.sendall(b"x")
+
+        drippers = [threading.Thread(target=drip) for _ in range(4)]
+        for thread in drippers:
+            thread.start()
+        time.sleep(0.5)
+        try:
+            with login(server.port, owner) as peer:
+                path = tmp_path / "real.bin"
+                random_file(path, 100_000)
+                assert push(peer, path)["ok"]
+        finally:
+            stop.set()
+            for thread in drippers:
+                thread.join(timeout=30)
+
+
+@EMBEDDED
+def test_a_client_that_does_not_authenticate_in_time_is_cut(make_app: Any) -> None:
+    app, _ = app_and_owner(make_app, TRANSFER_SERVER_TIMEOUT=30, TRANSFER_SERVER_AUTH_TIMEOUT=1)
+    with running(app) as server, Peer(server.port) as slow:
+        slow.nonce()
+        started = time.monotonic()
+        slow.sock.sendall(struct.pack("!I", 100))  # then nothing: every read would wait 30 s
+        assert slow.closed()
+        assert time.monotonic() - started < 10
+
+
+@EMBEDDED
+def test_a_lone_surrogate_in_the_answer_is_a_bad_request_without_a_traceback(
+    make_app: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stops log flooding: a lone surrogate in key_id or mac raised while encoding and logged
+    a full traceback at ERROR for every unauthenticated attempt."""
+    app, _ = app_and_owner(make_app)
+    with running(app) as server:
+        for field in ("key_id", "mac"):
+            with Peer(server.port) as peer:
+                peer.nonce()
+                answer = {"type": "auth", "key_id": "0123456789abcdef", "mac": "00"}
+                answer[field] = "\ud800" + answer[field]
+                payload = json.dumps(answer).encode()  # ensure_ascii keeps the lone surrogate
+                peer.sock.sendall(struct.pack("!I", len(payload)) + payload)
+                assert peer.read()["error"] == "bad_request"
+    assert not [r for r in caplog.records if r.levelname == "ERROR" or r.exc_info]
+
+
+def test_a_key_revoked_mid_connection_stops_at_the_next_request(
+    app: Flask, owner: Owner, server: tcp.TransferServer, tmp_path: Path
+) -> None:
+    """Stops a revoked key living on in an open connection: the key is checked again before
+    each request."""
+    path = tmp_path / "a.bin"
+    random_file(path, 1000)
+    with login(server.port, owner) as peer:
+        assert push(peer, path)["ok"]
+        with app.app_context():
+            [key] = apikeys.list_keys(owner.user_id)
+            apikeys.revoke_key(key.id)
+        reply = peer.ask({"op": "stat", "file_id": "0" * 32})
+        assert reply["error"] == "auth_failed"
+        assert peer.closed()
 
 
 @EMBEDDED
