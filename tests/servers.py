@@ -89,3 +89,15 @@ def server_env(
         [sys.executable, "manage.py", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True
     )
     return env
+
+
+def create_users(env: dict[str, str], *names: str) -> None:
+    """Accounts (password PASSWORD, admins) in the deployment's database, by manage.py."""
+    from tests.conftest import PASSWORD
+
+    for name in names:
+        subprocess.run(
+            [sys.executable, "manage.py", "createsuperuser", "--username", name,
+             "--email", f"{name}@example.com", "--password-stdin"],
+            cwd=ROOT, env=env, input=PASSWORD + "\n", text=True, check=True, capture_output=True,
+        )  # fmt: skip

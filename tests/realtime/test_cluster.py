@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +16,9 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import PASSWORD, free_port
+from tests.conftest import free_port
 from tests.realtime.test_chat import login_cookie, receive, wait_online
-from tests.servers import ROOT, Server, server_env, start_server
+from tests.servers import Server, create_users, server_env, start_server
 
 
 @pytest.fixture
@@ -27,25 +26,7 @@ def two_hosts(tmp_path: Path, mysql_database: str, redis_prefix: str) -> Iterato
     env = server_env(
         "gthread", tmp_path, mysql_database, redis_prefix, PRESENCE_TTL="3", GUNICORN_WORKERS="2"
     )
-    for name in ("alice", "bob"):
-        subprocess.run(
-            [
-                sys.executable,
-                "manage.py",
-                "createsuperuser",
-                "--username",
-                name,
-                "--email",
-                f"{name}@example.com",
-                "--password-stdin",
-            ],
-            cwd=ROOT,
-            env=env,
-            input=PASSWORD + "\n",
-            text=True,
-            check=True,
-            capture_output=True,
-        )
+    create_users(env, "alice", "bob")
     hosts = [start_server("gthread", env, free_port()), start_server("gevent", env, free_port())]
     yield hosts
     for host in hosts:

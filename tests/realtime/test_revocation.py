@@ -14,10 +14,10 @@ import requests
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import PASSWORD, free_port
+from tests.conftest import free_port
 from tests.realtime.test_chat import login_cookie, receive
 from tests.realtime.test_cluster import create_room
-from tests.servers import ROOT, Server, server_env, start_server
+from tests.servers import ROOT, Server, create_users, server_env, start_server
 
 NEW_PASSWORD = "Quiet-Harbor-83"
 
@@ -27,11 +27,7 @@ def site(
     request: pytest.FixtureRequest, tmp_path: Path, mysql_database: str, redis_prefix: str
 ) -> Iterator[Server]:
     env = server_env(request.param, tmp_path, mysql_database, redis_prefix, GUNICORN_WORKERS="2")
-    subprocess.run(
-        [sys.executable, "manage.py", "createsuperuser", "--username", "alice", "--email",
-         "alice@example.com", "--password-stdin"],
-        cwd=ROOT, env=env, input=PASSWORD + "\n", text=True, check=True, capture_output=True,
-    )  # fmt: skip
+    create_users(env, "alice")
     server = start_server(request.param, env, free_port())
     yield server
     server.stop()

@@ -11,8 +11,6 @@ import base64
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +18,10 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-from tests.conftest import PASSWORD, free_port
+from tests.conftest import free_port
 from tests.realtime.test_chat import login_cookie, receive
 from tests.realtime.test_cluster import create_room
-from tests.servers import ROOT, Server, server_env, start_server
+from tests.servers import Server, create_users, server_env, start_server
 
 MESSAGES = 2500
 PADDING = "." * 1500  # 2,500 messages of 1.5 KB: 4 MB for each stalled socket, past any buffer
@@ -43,12 +41,7 @@ def chat_server(
         WEBSOCKET_MAX_QUEUE="262144",
         WEBSOCKET_PING_INTERVAL="120",  # the old fan-out waited this long on each slow socket
     )
-    for name in ("alice", "bob", "carol"):
-        subprocess.run(
-            [sys.executable, "manage.py", "createsuperuser", "--username", name, "--email",
-             f"{name}@example.com", "--password-stdin"],
-            cwd=ROOT, env=env, input=PASSWORD + "\n", text=True, check=True, capture_output=True,
-        )  # fmt: skip
+    create_users(env, "alice", "bob", "carol")
     server = start_server(request.param, env, free_port())
     yield server
     server.stop()

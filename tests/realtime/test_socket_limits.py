@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -15,10 +13,10 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import PASSWORD, free_port
+from tests.conftest import free_port
 from tests.realtime.test_chat import login_cookie, receive
 from tests.realtime.test_cluster import create_room
-from tests.servers import ROOT, Server, server_env, start_server
+from tests.servers import Server, create_users, server_env, start_server
 
 
 @pytest.fixture(params=["gthread", "gevent"])
@@ -34,12 +32,7 @@ def capped_server(
         WEBSOCKET_MAX_PER_USER="3",
         PRESENCE_TTL="3",
     )
-    for name in ("alice", "bob"):
-        subprocess.run(
-            [sys.executable, "manage.py", "createsuperuser", "--username", name, "--email",
-             f"{name}@example.com", "--password-stdin"],
-            cwd=ROOT, env=env, input=PASSWORD + "\n", text=True, check=True, capture_output=True,
-        )  # fmt: skip
+    create_users(env, "alice", "bob")
     server = start_server(request.param, env, free_port())
     yield server
     server.stop()
