@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import smtplib
 import ssl
-import sys
 from email.message import EmailMessage
 
 from flask import current_app
@@ -32,8 +31,10 @@ def send_mail(to: str, subject: str, body: str) -> None:
     message["Subject"] = subject
     message.set_content(body)
     if config["MAIL_BACKEND"] == "console":
-        print(message.as_string(), file=sys.stdout, flush=True)
-        print("-" * 72, file=sys.stdout, flush=True)
+        # Decoded, not as MIME: quoted-printable breaks long lines with "=", and a
+        # reset link copied from the terminal would then be cut in two.
+        heads = "".join(f"{name}: {message[name]}\n" for name in ("From", "To", "Subject"))
+        print(f"{heads}\n{message.get_content().rstrip()}\n{'-' * 72}", flush=True)
         return
     try:
         with smtplib.SMTP(config["MAIL_SERVER"], config["MAIL_PORT"], timeout=10) as smtp:

@@ -59,6 +59,8 @@ def test_migrate_showmigrations_and_check_on_sqlite(tmp_path: Path) -> None:
     assert check.returncode == 0 and "unapplied (accounts:0001_users, " in check.stdout
     first = manage("migrate", tmp_path=tmp_path)
     assert first.returncode == 0 and "Applied accounts:0001_users" in first.stdout
+    # Only what a newcomer needs: no stray query result printed by a migration.
+    assert all(line.startswith("Applied ") for line in first.stdout.splitlines()), first.stdout
     again = manage("migrate", tmp_path=tmp_path)
     assert again.returncode == 0 and "No migrations to apply." in again.stdout
     assert "[X] accounts:0001_users" in manage("showmigrations", tmp_path=tmp_path).stdout
