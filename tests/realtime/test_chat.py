@@ -231,14 +231,11 @@ def test_messages_are_rate_limited_per_user(
         assert 1 <= error["retry_after"] <= 31
 
 
-def test_history_requests_count_against_the_chat_limit(live_server: str, chat_app: Flask) -> None:
+def test_history_requests_count_against_the_chat_limit(chat_app: Flask, join: Join) -> None:
     """Stops a history flood: each 40-byte request costs a query and returns up to
     CHAT_HISTORY messages, and none was limited. They now share CHAT_RATE_LIMIT."""
     chat_app.config["CHAT_RATE_LIMIT"] = "3 per 30 seconds"
-    cookie = login_cookie(live_server, "alice")
-    with connect(
-        "ws" + live_server[4:] + "/ws/rooms/general", additional_headers={"Cookie": cookie}
-    ) as alice:
+    with join("alice") as alice:
         receive(alice, "welcome")
         for _ in range(3):
             alice.send(json.dumps({"type": "history", "before": 10**9}))

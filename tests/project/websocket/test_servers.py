@@ -167,22 +167,32 @@ def read_to_eof(sock: socket.socket, initial: bytes = b"") -> bytes:
         data += chunk
 
 
-def parse_frames(data: bytes) -> list[tuple[int, bytes]]:
-    """Server frames; fails if anything that is not a well-formed frame is on the wire."""
+def parse_frames(data: bytes, *, cut_off: bool = False) -> list[tuple[int, bytes]]:
+    """Server frames; fails if anything that is not a well-formed frame is on the wire.
+
+    With *cut_off*, a truncated last frame (a connection dropped mid-frame) is left out.
+    """
     frames = []
     while data:
+        if cut_off and (len(data) < 2 or len(data) < sum(_header(data))):
+            break
         assert len(data) >= 2, f"trailing bytes that are not a frame: {data!r}"
-        first, second = data[0], data[1]
-        assert not second & 0x80, "server frames are never masked"
-        length, offset = second & 0x7F, 2
-        if length == 126:
-            (length,), offset = struct.unpack_from("!H", data, 2), 4
-        elif length == 127:
-            (length,), offset = struct.unpack_from("!Q", data, 2), 10
+        assert not data[1] & 0x80, "server frames are never masked"
+        offset, length = _header(data)
         assert len(data) >= offset + length, f"a truncated frame: {data!r}"
-        frames.append((first & 0x0F, data[offset : offset + length]))
+        frames.append((data[0] & 0x0F, data[offset : offset + length]))
         data = data[offset + length :]
     return frames
+
+
+def _header(data: bytes) -> tuple[int, int]:
+    """The header size and payload length of the server frame at the start of *data*."""
+    length = data[1] & 0x7F
+    if length == 126:
+        return 4, struct.unpack_from("!H", data, 2)[0]
+    if length == 127:
+        return 10, struct.unpack_from("!Q", data, 2)[0]
+    return 2, length
 
 
 def test_after_the_101_nothing_but_frames_is_written(server: Server) -> None:
