@@ -32,14 +32,18 @@ log = logging.getLogger(__name__)
 TOPIC = "#sessions"  # a broker room; chat room names cannot start with '#'
 
 
-def session_tag(sid: str) -> str:
+def session_handle(sid: str) -> str:
+    """A session's public name: what pages show and what a revocation carries.
+
+    A session id itself never leaves the server; its handle cannot open it.
+    """
     return hashlib.sha256(sid.encode()).hexdigest()[:32]
 
 
 def revoke_session(sid: str, reason: str = "session ended") -> None:
     """Close every open socket of the session *sid*, wherever it is served."""
     try:
-        get_broker().publish(TOPIC, json.dumps({"session": session_tag(sid), "reason": reason}))
+        get_broker().publish(TOPIC, json.dumps({"session": session_handle(sid), "reason": reason}))
     except redis.RedisError as exc:  # the session itself is gone; its sockets close on their own
         log.warning("could not announce an ended session: %s", exc)
 
@@ -68,13 +72,14 @@ class _Watch:
         self.app = app
         self._lock = threading.Lock()
         self._sockets: dict[str, set[WebSocket]] = defaultdict(set)
-        self._unsubscribe: Callable[[], None] | None = None
+        self._subscribed = False  # one subscription per process, for its lifetime
 
     def add(self, ws: WebSocket, sid: str) -> Callable[[], None]:
-        tag = session_tag(sid)
+        tag = session_handle(sid)
         with self._lock:
-            if self._unsubscribe is None:
-                self._unsubscribe = get_broker(self.app).subscribe(TOPIC, self._revoked)
+            if not self._subscribed:
+                get_broker(self.app).subscribe(TOPIC, self._revoked)
+                self._subscribed = True
             self._sockets[tag].add(ws)
 
         def remove() -> None:

@@ -10,13 +10,13 @@ when listed.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app, request, session
 
+from project.revocation import session_handle
 from project.sessions import (
     current_sid,
     delete_session,
@@ -30,11 +30,6 @@ from project.sessions import (
 SEEN_RESOLUTION = 60  # seconds between updates of "last seen" in the index
 
 
-def handle_of(sid: str) -> str:
-    """What pages show for a session: a session id itself never leaves the server."""
-    return hashlib.sha256(sid.encode()).hexdigest()[:32]
-
-
 @dataclass(frozen=True)
 class SessionInfo:
     sid: str
@@ -46,7 +41,7 @@ class SessionInfo:
 
     @property
     def handle(self) -> str:
-        return handle_of(self.sid)
+        return session_handle(self.sid)
 
 
 def remember_current(user_id: int) -> None:
@@ -128,7 +123,7 @@ def list_sessions(user_id: int) -> list[SessionInfo]:
 
 def end_session(user_id: int, handle: str) -> bool:
     """End the user's session with this handle; False if it is not theirs or already over."""
-    sid = next((sid for sid in index_entries(user_id) if handle_of(sid) == handle), None)
+    sid = next((sid for sid in index_entries(user_id) if session_handle(sid) == handle), None)
     if sid is None:
         return False
     delete_session(sid)

@@ -44,6 +44,7 @@ from project.background import run_later
 from project.forms import Form
 from project.links import site_url_for
 from project.mail import MailError, send_mail
+from project.revocation import session_handle
 from project.sessions import current_sid
 
 Page = str | Response | tuple[str, int]
@@ -203,7 +204,7 @@ def end_session() -> Response:
     if handle == "others":
         ended = user_sessions.end_all_sessions(g.user.id, keep=current)
         flash(f"Ended {ended} other session{'s' if ended != 1 else ''}.", "success")
-    elif handle == user_sessions.handle_of(current):
+    elif handle == session_handle(current):
         log_out()
         flash("You have been logged out.", "info")
         return redirect(url_for("core.home"))

@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections import Counter
 
@@ -58,15 +59,14 @@ class SocketSlots:
         self.max_per_user = max_per_user
         self.ttl = max(1.0, ttl)
         self._lock = threading.Lock()
-        self._local: Counter[int] = Counter()
+        self._local: Counter[int] = Counter()  # without Redis: open sockets per user
         self._pid = 0
         self._process = ""
-        self._stopped = threading.Event()
         self._acquire = client.register_script(_ACQUIRE) if client is not None else None
 
     def acquire(self, user_id: int) -> bool:
         """Take a slot for one more socket of *user_id*; False when the user has them all."""
-        if self.client is None or self._acquire is None:
+        if self._acquire is None:
             with self._lock:
                 if self._local[user_id] >= self.max_per_user:
                     return False
@@ -77,18 +77,15 @@ class SocketSlots:
             keys=[f"{self.prefix}user:{user_id}"],
             args=[process, self.max_per_user, f"{self.prefix}alive:"],
         )
-        if taken:
-            with self._lock:
-                self._local[user_id] += 1
         return bool(taken)
 
     def release(self, user_id: int) -> None:
         """Give back a slot taken by :meth:`acquire`."""
-        with self._lock:
-            self._local[user_id] -= 1
-            if self._local[user_id] <= 0:
-                del self._local[user_id]
         if self.client is None:
+            with self._lock:
+                self._local[user_id] -= 1
+                if self._local[user_id] <= 0:
+                    del self._local[user_id]
             return
         key = f"{self.prefix}user:{user_id}"
         try:
@@ -97,9 +94,6 @@ class SocketSlots:
         except redis.RedisError as exc:  # the slot heals when this process's key expires
             log.warning("could not release a socket slot: %s", exc)
 
-    def close(self) -> None:
-        self._stopped.set()
-
     def _alive(self) -> str:
         """This process's name, its liveness key set and kept alive (after a fork, anew)."""
         assert self.client is not None
@@ -107,7 +101,6 @@ class SocketSlots:
             if self._pid != os.getpid():
                 self._pid = os.getpid()
                 self._process = f"{socket.gethostname()}:{self._pid}:{uuid.uuid4().hex[:8]}"
-                self._local.clear()
                 self._beat()
                 threading.Thread(target=self._run, name="socket-slots", daemon=True).start()
             return self._process
@@ -117,7 +110,8 @@ class SocketSlots:
         self.client.set(f"{self.prefix}alive:{self._process}", 1, px=int(self.ttl * 1000))
 
     def _run(self) -> None:
-        while not self._stopped.wait(self.ttl / 3):
+        while True:  # for the life of the process: its liveness is what the key says
+            time.sleep(self.ttl / 3)
             try:
                 self._beat()
             except redis.RedisError as exc:
