@@ -184,6 +184,13 @@ class _Hashes:
 _hashes = _Hashes()
 
 
+class _NoHash:
+    """Stands for the running hash of an upload whose whole-file hash is deferred."""
+
+    def update(self, data: object) -> None:
+        """Nothing: the bytes are hashed once, from disk, when the upload completes."""
+
+
 def _hash_prefix(fd: int, length: int) -> Any:
     hasher = hashlib.sha256()
     buffer = bytearray(BLOCK_SIZE)
@@ -260,7 +267,7 @@ def receive(
         # costs at most two passes over its bytes whichever worker takes which chunk.
         state = _hashes.take(upload.id, offset)
         deferred = state is None and offset > 0
-        hasher = state or hashlib.sha256()
+        hasher = state or (_NoHash() if deferred else hashlib.sha256())
         pipeline = HashingThread(hasher)
         chunk_hash = hashlib.new(checksum[0]) if checksum else None
         remaining = current.size - offset
