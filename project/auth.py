@@ -11,6 +11,11 @@ Session logins carry their own clock: ``auth_at`` (when the password was
 given) and ``seen_at`` (the last request). A session older than its absolute
 lifetime, or idle longer than its idle lifetime, is cleared on its next
 request. "Remember me" stretches both to ``SESSION_LIFETIME_SECONDS``.
+
+When the session store or the database is down, who is asking cannot be
+known: ``g.user`` is None and ``g.auth_unavailable`` is set, so pages open to
+anyone still work while :func:`login_required` answers 503, not a login
+redirect that would tell a logged-in user they were logged out.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from flask import Flask, abort, current_app, g, redirect, request, session, url_for
+from werkzeug.exceptions import ServiceUnavailable
 
+from project.outages import OUTAGES, RETRY_AFTER, log_outage
 from project.revocation import revoke_session
+from project.sessions import session_unavailable
 
 SESSION_USER_KEY = "user_id"
 SEEN_RESOLUTION = 60  # seconds: refresh seen_at at most this often (each refresh is a write)
@@ -138,15 +146,36 @@ def _api_key_user() -> Any | None:
 
 
 def load_request_user() -> None:
-    """Set ``g.user`` and ``g.auth_method`` for this request."""
-    g.user, g.auth_method = None, None
-    if "Authorization" in request.headers:
-        g.user = _api_key_user()
-        g.auth_method = "api_key" if g.user else None
-        if g.user is not None:
+    """Set ``g.user``, ``g.auth_method`` and ``g.auth_unavailable`` for this request."""
+    g.user, g.auth_method, g.auth_unavailable = None, None, False
+    try:
+        if "Authorization" in request.headers:
+            g.user = _api_key_user()
+            g.auth_method = "api_key" if g.user else None
+            if g.user is not None:
+                return
+        if session_unavailable():
+            g.auth_unavailable = True
             return
-    g.user = _session_user()
-    g.auth_method = "session" if g.user else None
+        g.user = _session_user()
+        g.auth_method = "session" if g.user else None
+    except OUTAGES as exc:
+        log_outage(exc, "loading the user")
+        g.user, g.auth_method, g.auth_unavailable = None, None, True
+
+
+def unavailable() -> ServiceUnavailable:
+    """The 503 for a request that needs a service that is down (raise it)."""
+    return ServiceUnavailable(retry_after=RETRY_AFTER)
+
+
+def require_user() -> Any:
+    """The logged-in user, or abort: 503 when that cannot be known now, else 401."""
+    if g.get("user") is None:
+        if g.get("auth_unavailable"):
+            raise unavailable()
+        abort(401)
+    return g.user
 
 
 def login_view(app: Flask, endpoint: str) -> None:
@@ -163,6 +192,8 @@ def login_required(view: F) -> F:
     @wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         if g.get("user") is None:
+            if g.get("auth_unavailable"):
+                raise unavailable()
             endpoint = current_app.extensions.get("login_view")
             if endpoint is None or request.path.startswith("/api/"):
                 abort(401)

@@ -31,6 +31,7 @@ Exceptions, all from :class:`DatabaseError`::
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
@@ -47,6 +48,8 @@ from dbutils.pooled_db import PooledDB
 from flask import Flask, g
 
 from project.urls import DatabaseURL
+
+log = logging.getLogger(__name__)
 
 Params = Sequence[Any] | Mapping[str, Any]
 Row = dict[str, Any]
@@ -276,7 +279,13 @@ class Database:
         if state and state["connection"] is not None:
             # The pool rolls back on return (reset=True); closing a pooled
             # connection returns it rather than closing the socket.
-            state["connection"].close()
+            try:
+                with _translated_errors():
+                    state["connection"].close()
+            except OperationalError as exc:
+                # The server went away: the pool drops the dead connection. Raised
+                # here (app-context teardown) it would replace the response with a 500.
+                log.warning("dropped a database connection that was lost: %s", exc)
 
     # -- queries -------------------------------------------------------------
 

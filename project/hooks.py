@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from flask import Flask, Response, current_app, g, request
 
-from project.auth import load_request_user
+from project.auth import load_request_user, unavailable
 from project.extensions import csrf
+from project.sessions import session_unavailable
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -27,7 +28,15 @@ CONTENT_SECURITY_POLICY = "; ".join(
 
 
 def load_current_user() -> None:
-    """Put the logged-in user (or None) in ``g.user`` for views and templates."""
+    """Put the logged-in user (or None) in ``g.user`` for views and templates.
+
+    Static files are the same for everyone: they skip the lookup, so they cost
+    no query and keep loading while the database is down.
+    """
+    endpoint = request.endpoint or ""
+    if endpoint == "static" or endpoint.endswith(".static"):
+        g.user, g.auth_method, g.auth_unavailable = None, None, False
+        return
     load_request_user()
 
 
@@ -44,6 +53,8 @@ def check_csrf() -> None:
         return
     if request.endpoint is None or g.get("auth_method") == "api_key":
         return
+    if session_unavailable():
+        raise unavailable()  # the token cannot be checked, nor anything the form does kept
     csrf.protect()
 
 

@@ -8,7 +8,7 @@ from werkzeug.wrappers import Response
 from apps.realtime import bp, chat, models, ws_bp
 from apps.realtime.exceptions import RoomExists
 from apps.realtime.forms import RoomForm
-from project.auth import login_required
+from project.auth import login_required, require_user
 from project.extensions import db
 from project.revocation import revocable
 from project.websocket import serve
@@ -47,12 +47,10 @@ def room(name: str) -> str:
 @ws_bp.get("/rooms/<name>")
 def room_socket(name: str) -> Response:
     """The room's WebSocket; only for logged-in users (401 before any upgrade otherwise)."""
-    if g.user is None:
-        abort(401)
+    user = require_user()
     found = models.get_room(name)
     if found is None:
         abort(404)
     after = request.args.get("after", type=int)
-    user = g.user
     db.release()  # the socket may stay open for hours: hold no pooled connection meanwhile
     return serve(revocable(lambda ws: chat.run_room(ws, found, user, after)), owner=user.id)
