@@ -31,6 +31,13 @@ between the stacks is behind two small objects it is given:
   message and a presence notice reach every process.
 
 :func:`get_broker` composes the pair that fits the app's settings.
+
+Pub/sub is only the doorbell (DESIGN.md, reliability model): what it rings
+for is stored first, and a process that may have missed rings (its
+subscription dropped, or a publish failed) asks the app's :class:`Recovery`
+for what its rooms missed once Redis is back, and delivers that. Presence is
+re-added at once after a reconnect, so a Redis restarted empty shows everyone
+again within a heartbeat.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from typing import Protocol
 import redis
 from flask import Flask, current_app
 
+from project.outages import OUTAGES, describe, log_outage
 from project.websocket import PreparedText
 
 log = logging.getLogger(__name__)
@@ -55,6 +63,7 @@ Callback = Callable[[PreparedText], None]  # one socket's share of a room's mess
 Deliver = Callable[[str, str], None]  # (room, payload): a message for this process's sockets
 Notice = Callable[[str], None]  # (room): its online set may have changed
 Lost = Callable[[], None]  # notices may have been missed
+Regained = Callable[[], None]  # subscribed again after a loss
 
 
 class Presence(Protocol):
@@ -62,8 +71,6 @@ class Presence(Protocol):
 
     #: Seconds between two :meth:`refresh` calls, or None when entries never expire.
     heartbeat_interval: float | None
-    #: What the store raises when its backing service is unavailable (retried later).
-    errors: tuple[type[Exception], ...]
 
     def add(self, room: str, connection: str, username: str) -> None: ...
 
@@ -75,11 +82,24 @@ class Presence(Protocol):
         """Keep this process's *members* (room -> connection -> user) alive."""
 
 
+class Recovery(Protocol):
+    """The app's record of what each room was sent, to find what a gap swallowed."""
+
+    def seen(self, room: str, payload: str) -> None:
+        """*payload* reached this process's sockets in *room*."""
+
+    def missed(self, rooms: list[str], since: float) -> list[tuple[str, str]]:
+        """(room, payload) pairs of *rooms* stored since about *since* and not yet seen.
+
+        Raises an outage error when its store is down (tried again later).
+        """
+
+
 class Transport(Protocol):
     """How a room's messages and presence notices reach every process."""
 
-    def start(self, deliver: Deliver, notice: Notice, lost: Lost) -> None:
-        """Begin calling *deliver* and *notice* for what arrives, *lost* after a gap.
+    def start(self, deliver: Deliver, notice: Notice, lost: Lost, regained: Regained) -> None:
+        """Call *deliver* and *notice* for what arrives, *lost* on a gap, *regained* after it.
 
         Called on every subscribe; only the first call starts anything.
         """
@@ -96,7 +116,6 @@ class MemoryPresence:
     """Presence within one process (the embedded stack): nothing expires."""
 
     heartbeat_interval: float | None = None
-    errors: tuple[type[Exception], ...] = ()  # nothing here can be unavailable
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -123,8 +142,6 @@ class MemoryPresence:
 
 class RedisPresence:
     """Presence in one Redis sorted set per room; each entry expires ``ttl`` seconds on."""
-
-    errors: tuple[type[Exception], ...] = (redis.RedisError,)
 
     def __init__(self, client: redis.Redis, prefix: str, ttl: int) -> None:
         self.client = client
@@ -164,7 +181,7 @@ class LocalTransport:
     def __init__(self) -> None:
         self._deliver: Deliver | None = None
 
-    def start(self, deliver: Deliver, notice: Notice, lost: Lost) -> None:
+    def start(self, deliver: Deliver, notice: Notice, lost: Lost, regained: Regained) -> None:
         self._deliver = deliver
 
     def publish(self, room: str, payload: str) -> None:
@@ -190,13 +207,13 @@ class RedisTransport:
         self._ready = threading.Event()
         self._stopped = threading.Event()
 
-    def start(self, deliver: Deliver, notice: Notice, lost: Lost) -> None:
+    def start(self, deliver: Deliver, notice: Notice, lost: Lost, regained: Regained) -> None:
         """Start the listener on first use (after gunicorn's fork); wait until it listens."""
         with self._lock:
             if self._listener is None:
                 self._listener = threading.Thread(
                     target=self._listen,
-                    args=(deliver, notice, lost),
+                    args=(deliver, notice, lost, regained),
                     name="broker-listener",
                     daemon=True,
                 )
@@ -209,14 +226,19 @@ class RedisTransport:
     def announce(self, room: str) -> None:
         self.client.publish(self._presence_channel, room)
 
-    def _listen(self, deliver: Deliver, notice: Notice, lost: Lost) -> None:
+    def _listen(self, deliver: Deliver, notice: Notice, lost: Lost, regained: Regained) -> None:
         delay = 0.5
+        gap = False
         while not self._stopped.is_set():
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.psubscribe(self._channel_prefix + "*")
                 pubsub.subscribe(self._presence_channel)
                 self._ready.set()
+                if gap:
+                    log.warning("room broker has Redis again")
+                    regained()  # from here on nothing is missed: look back over the gap
+                    gap = False
                 delay = 0.5
                 while not self._stopped.is_set():
                     message = pubsub.get_message(timeout=1.0)
@@ -230,10 +252,12 @@ class RedisTransport:
             except Exception as exc:  # noqa: BLE001 - this thread must outlive any one failure
                 if self._stopped.is_set():
                     return
-                log.warning("room broker lost Redis (%s); reconnecting in %.1fs", exc, delay)
-                lost()  # notices may have been missed meanwhile
+                if not gap:
+                    log.warning("room broker lost Redis (%s); reconnecting", describe(exc))
+                    lost()  # messages and notices may be missed from now on
+                gap = True
                 self._stopped.wait(delay)
-                delay = min(delay * 2, 10)
+                delay = min(delay * 2, 2.0)  # Redis back means chat back within seconds
             finally:
                 with contextlib.suppress(redis.RedisError):
                     pubsub.close()
@@ -255,11 +279,20 @@ class Broker:
     """
 
     def __init__(
-        self, presence: Presence, transport: Transport, presence_interval: float = 1.0
+        self,
+        presence: Presence,
+        transport: Transport,
+        presence_interval: float = 1.0,
+        recovery: Recovery | None = None,
     ) -> None:
         self.presence = presence
         self.transport = transport
         self.presence_interval = presence_interval
+        self.recovery = recovery
+        # Wall-clock time since which messages may have been missed (None: nothing missed),
+        # and whether the subscription is back so that looking for them can begin.
+        self._missed_since: float | None = None
+        self._resubscribed = False
         self._lock = threading.Lock()
         self._subscribers: dict[str, dict[int, Callback]] = {}
         self._members: dict[str, dict[str, str]] = defaultdict(dict)  # room -> conn -> user
@@ -271,6 +304,7 @@ class Broker:
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._presence_thread: threading.Thread | None = None
+        self._rebuild = False  # re-add this process's presence on the next pass
 
     def _start(self) -> None:
         """Start the presence thread and the transport on first use (after gunicorn's fork)."""
@@ -280,7 +314,7 @@ class Broker:
                     target=self._run_presence, name="presence", daemon=True
                 )
                 self._presence_thread.start()
-        self.transport.start(self._fan_out, self._mark_dirty, self._mark_all_dirty)
+        self.transport.start(self._fan_out, self._mark_dirty, self._lost, self._regained)
 
     def subscribe(self, room: str, callback: Callback) -> Callable[[], None]:
         """Call *callback* with every message published to *room*; returns the unsubscriber."""
@@ -300,12 +334,62 @@ class Broker:
         return unsubscribe
 
     def publish(self, room: str, payload: str) -> None:
-        self.transport.publish(room, payload)
+        """Ring the room's doorbell; when that fails, this process's sockets still hear it.
+
+        What was published is stored already: the other processes find it when
+        their subscription is back (see :class:`Recovery`).
+        """
+        try:
+            self.transport.publish(room, payload)
+        except OUTAGES as exc:
+            log_outage(exc, f"announcing a message to {room}")
+            self._fan_out(room, payload)
+            with self._lock:
+                self._missed_since = self._missed_since or time.time()
 
     def _fan_out(self, room: str, payload: str) -> None:
         with self._lock:
             callbacks = list(self._subscribers.get(room, {}).values())
+        if self.recovery is not None and callbacks:
+            self.recovery.seen(room, payload)
         self._deliver(callbacks, payload)
+
+    # -- gaps ------------------------------------------------------------------------------------
+
+    def _lost(self) -> None:
+        """The subscription dropped: messages and presence notices may be missed from now."""
+        with self._lock:
+            self._missed_since = self._missed_since or time.time()
+            self._resubscribed = False
+        self._mark_all_dirty()
+
+    def _regained(self) -> None:
+        """Subscribed again: rebuild presence and look for what the gap swallowed, now."""
+        with self._lock:
+            self._resubscribed = True
+            self._rebuild = True
+        self._wake.set()
+
+    def _recover(self) -> None:
+        """Deliver what this process's rooms missed since the gap began (presence thread)."""
+        with self._lock:
+            since = self._missed_since
+            if since is None or not self._resubscribed:
+                return
+            rooms = list(self._subscribers)
+        if self.recovery is not None and rooms:
+            try:
+                missed = self.recovery.missed(rooms, since)
+            except OUTAGES as exc:
+                log_outage(exc, "catching rooms up after a gap")
+                return  # tried again on the next heartbeat
+            for room, payload in missed:
+                self._fan_out(room, payload)
+            if missed:
+                log.warning("caught up %d messages missed during the gap", len(missed))
+        with self._lock:
+            if self._missed_since == since:
+                self._missed_since = None
 
     @staticmethod
     def _deliver(callbacks: Iterable[Callback], payload: str) -> None:
@@ -330,15 +414,20 @@ class Broker:
             users = self._users[room]
             users[username] += 1
             first = users[username] == 1
-        self.presence.add(room, connection, username)
-        if first:  # a second socket of an online user changes nobody's list
-            self._changed(room)
-        with self._lock:
-            shown = self._shown.get(room)
-        if shown is None:  # the room's first socket here: read the set once
-            online = frozenset(self.online(room))
+        try:
+            self.presence.add(room, connection, username)
+            if first:  # a second socket of an online user changes nobody's list
+                self._changed(room)
             with self._lock:
-                shown = self._shown.setdefault(room, online)
+                shown = self._shown.get(room)
+            if shown is None:  # the room's first socket here: read the set once
+                online = frozenset(self.online(room))
+                with self._lock:
+                    shown = self._shown.setdefault(room, online)
+        except OUTAGES as exc:  # the heartbeat adds it once the store is back
+            log_outage(exc, f"joining {room}")
+            with self._lock:
+                shown = self._shown.get(room) or frozenset(self._users.get(room, ()))
         return sorted(shown | {username})
 
     def leave(self, room: str, connection: str) -> None:
@@ -355,9 +444,12 @@ class Broker:
             if not members:
                 self._members.pop(room, None)
                 self._users.pop(room, None)
-        self.presence.remove(room, connection, username)
-        if last:
-            self._changed(room)
+        try:
+            self.presence.remove(room, connection, username)
+            if last:
+                self._changed(room)
+        except OUTAGES as exc:  # the entry expires by itself (PRESENCE_TTL)
+            log_outage(exc, f"leaving {room}")
 
     def online(self, room: str) -> list[str]:
         """The users online in *room* now (for the presence thread; sockets get deltas)."""
@@ -390,10 +482,15 @@ class Broker:
             self._wake.wait(timeout)
             if self._stopped.is_set():
                 return
-            if beat is not None and next_beat is not None and time.monotonic() >= next_beat:
-                next_beat = time.monotonic() + beat
+            with self._lock:
+                rebuild, self._rebuild = self._rebuild, False
+            if rebuild or (
+                beat is not None and next_beat is not None and time.monotonic() >= next_beat
+            ):
+                next_beat = None if beat is None else time.monotonic() + beat
                 self._heartbeat()
             self._wake.clear()  # before taking the rooms: a change from now on wakes us again
+            self._recover()
             self._send_presence()
             self._stopped.wait(self.presence_interval)
 
@@ -403,8 +500,8 @@ class Broker:
             members = {room: dict(conns) for room, conns in self._members.items() if conns}
         try:
             self.presence.refresh(members)
-        except self.presence.errors as exc:
-            log.warning("presence heartbeat failed: %s", exc)
+        except OUTAGES as exc:
+            log_outage(exc, "keeping presence alive")
         with self._lock:  # others' sockets may have expired: look at every room
             self._dirty.update(self._subscribers)
 
@@ -415,8 +512,8 @@ class Broker:
         for index, room in enumerate(rooms):
             try:
                 online = frozenset(self.online(room))
-            except self.presence.errors as exc:
-                log.warning("presence update failed: %s", exc)
+            except OUTAGES as exc:
+                log_outage(exc, "reading presence")
                 with self._lock:  # try again on the next heartbeat
                     self._dirty.update(rooms[index:])
                 return
@@ -446,6 +543,11 @@ def presence_payload(joined: Iterable[str], left: Iterable[str]) -> str:
 _create_lock = threading.Lock()
 
 
+def broker_recovery(app: Flask, recovery: Recovery) -> None:
+    """Register the app's :class:`Recovery` (the app that stores what rooms are sent)."""
+    app.extensions["broker_recovery"] = recovery
+
+
 def get_broker(app: Flask | None = None) -> Broker:
     """This process's broker for the app (Redis when configured), created on first use."""
     app = app or current_app._get_current_object()  # type: ignore[attr-defined]
@@ -465,6 +567,7 @@ def _broker(app: Flask) -> Broker:
             transport = RedisTransport(client, prefix)
         else:
             presence, transport = MemoryPresence(), LocalTransport()
-        broker = Broker(presence, transport, app.config["PRESENCE_INTERVAL"])
+        recovery = app.extensions.get("broker_recovery")
+        broker = Broker(presence, transport, app.config["PRESENCE_INTERVAL"], recovery)
         app.extensions["broker"] = broker
     return broker

@@ -17,6 +17,8 @@ ws_bp = Blueprint("ws", __name__)
 
 def init_app(app: Flask) -> None:
     from apps.realtime import views  # noqa: F401
+    from apps.realtime.recovery import ChatRecovery
+    from project.broker import broker_recovery
     from project.migrations import register_migrations
     from project.views import add_nav_item
 
@@ -24,3 +26,4 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(bp, url_prefix="/realtime")
     app.register_blueprint(ws_bp, url_prefix="/ws")
     add_nav_item(app, "Chat", "realtime.rooms")
+    broker_recovery(app, ChatRecovery(app))

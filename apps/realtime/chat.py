@@ -4,6 +4,11 @@ The socket subscribes to its room before reading history, so nothing sent in
 between is lost (a client drops duplicates by id). Each database use gives
 its connection back to the pool at once: a socket may stay open for hours
 and must not hold a pooled connection all that time.
+
+A message is stored, then announced (the database is the source of truth).
+When the database or Redis is down a frame gets an ``unavailable`` error with
+``retry_after`` and the socket stays open; the client resends with the same
+``client_id``, which finds the stored message rather than storing a twin.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from limits import parse
 
 from apps.realtime import models
 from project.broker import get_broker
+from project.db import IntegrityError
 from project.extensions import db, limiter
+from project.outages import OUTAGES, RETRY_AFTER, log_outage
 from project.websocket import ConnectionClosed, PreparedText, WebSocket
 
 MISSED_LIMIT = 500  # messages sent to a reconnecting client at most; older ones on scroll
@@ -115,6 +122,16 @@ def handle(raw: str | bytes, room: models.Room, user: Any) -> str | None:
         return _error("bad_request", "not valid JSON")
     if not isinstance(data, dict):
         return _error("bad_request", "expected a JSON object")
+    try:
+        return _act(data, room, user)
+    except OUTAGES as exc:
+        log_outage(exc, "handling a chat frame")
+        extra = {"client_id": data["client_id"]} if "client_id" in data else {}
+        message = f"the chat is unavailable; try again in {RETRY_AFTER} s"
+        return _error("unavailable", message, retry_after=RETRY_AFTER, **extra)
+
+
+def _act(data: dict[str, Any], room: models.Room, user: Any) -> str | None:
     kind = data.get("type")
     if kind == "message":
         return _post(data, room, user)
@@ -142,7 +159,13 @@ def handle(raw: str | bytes, room: models.Room, user: Any) -> str | None:
 def _over_chat_limit(user: Any, **extra: Any) -> str | None:
     """Take one from the user's CHAT_RATE_LIMIT allowance; the error frame when none is left."""
     rule = parse(current_app.config["CHAT_RATE_LIMIT"])
-    if limiter.limiter.hit(rule, "chat", str(user.id)):
+    try:
+        if limiter.limiter.hit(rule, "chat", str(user.id)):
+            return None
+    except OUTAGES as exc:
+        # The counts live in Redis. While it is down the chat keeps going on the
+        # database alone: one signed-in user can post unmetered for that while.
+        log_outage(exc, "counting chat messages")
         return None
     reset_at, _ = limiter.limiter.get_window_stats(rule, "chat", str(user.id))
     wait = max(1, int(reset_at - time.time()) + 1)
@@ -152,6 +175,8 @@ def _over_chat_limit(user: Any, **extra: Any) -> str | None:
 def _post(data: dict[str, Any], room: models.Room, user: Any) -> str | None:
     body = data.get("body")
     client_id = data.get("client_id")
+    if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= 64):
+        return _error("bad_request", "'client_id' is a string of 1 to 64 characters")
     if not isinstance(body, str) or not body.strip():
         return _error("bad_request", "a message needs a non-empty 'body'", client_id=client_id)
     body = body.strip()
@@ -161,9 +186,10 @@ def _post(data: dict[str, Any], room: models.Room, user: Any) -> str | None:
     refused = _over_chat_limit(user, client_id=client_id)
     if refused is not None:
         return refused
-    message = models.add_message(room.id, user.id, user.username, body)
-    payload = message.as_json()
-    if isinstance(client_id, str):
-        payload["client_id"] = client_id[:64]
-    get_broker().publish(room.name, json.dumps(payload))
+    try:
+        message, _ = models.add_message(room.id, user.id, user.username, body, client_id)
+    except IntegrityError:
+        return _error("bad_request", "this 'client_id' names another message", client_id=client_id)
+    # A resend is announced again too: the first announcement may be what was lost.
+    get_broker().publish(room.name, json.dumps(message.as_json()))
     return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from apps.realtime.exceptions import RoomExists
@@ -28,15 +28,22 @@ class Message:
     username: str
     body: str
     created_at: datetime
+    client_id: str | None = None  # the sender's name for it, so a resend finds it
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "type": "message",
             "id": self.id,
             "user": self.username,
             "body": self.body,
             "sent_at": self.created_at.isoformat(timespec="milliseconds") + "Z",
         }
+        if self.client_id is not None:
+            data["client_id"] = self.client_id
+        return data
+
+
+MESSAGE_COLUMNS = "id, username, body, created_at, client_id"
 
 
 def list_rooms() -> list[Room]:
@@ -71,23 +78,46 @@ def create_room(name: str, user_id: int) -> Room:
     return room
 
 
-def add_message(room_id: int, user_id: int, username: str, body: str) -> Message:
+def add_message(
+    room_id: int, user_id: int, username: str, body: str, client_id: str | None = None
+) -> tuple[Message, bool]:
+    """Store a message; returns it and whether it is new.
+
+    A message the same user already sent to this room under *client_id* (a
+    resend) is not stored again: the stored one comes back, with False.
+
+    Raises:
+        IntegrityError: *client_id* names the user's message in another room.
+    """
     now = utcnow()
-    result = db.execute(
-        "INSERT INTO chat_messages (room_id, user_id, username, body, created_at)"
-        " VALUES (%s, %s, %s, %s, %s)",
-        (room_id, user_id, username, body, now),
-    )
-    return Message(int(result.lastrowid or 0), username, body, now)
+    try:
+        result = db.execute(
+            "INSERT INTO chat_messages (room_id, user_id, username, body, created_at, client_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            (room_id, user_id, username, body, now, client_id),
+        )
+    except IntegrityError:
+        row = db.fetch_one(
+            f"SELECT room_id, {MESSAGE_COLUMNS} FROM chat_messages"
+            " WHERE user_id = %s AND client_id = %s",
+            (user_id, client_id),
+        )
+        if client_id is None or row is None or int(row["room_id"]) != room_id:
+            raise  # not a resend here: the name is taken in another room, or the room is gone
+        return _messages([row])[0], False
+    return Message(int(result.lastrowid or 0), username, body, now, client_id), True
 
 
 def _messages(rows: list[dict[str, Any]]) -> list[Message]:
-    return [Message(int(r["id"]), r["username"], r["body"], r["created_at"]) for r in rows]
+    return [
+        Message(int(r["id"]), r["username"], r["body"], r["created_at"], r["client_id"])
+        for r in rows
+    ]
 
 
 def recent_messages(room_id: int, limit: int, before: int | None = None) -> list[Message]:
     """The newest *limit* messages (older than *before*, when given), oldest first."""
-    sql = "SELECT id, username, body, created_at FROM chat_messages WHERE room_id = %s"
+    sql = f"SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE room_id = %s"
     params: list[Any] = [room_id]
     if before is not None:
         sql += " AND id < %s"
@@ -99,8 +129,19 @@ def recent_messages(room_id: int, limit: int, before: int | None = None) -> list
 def messages_after(room_id: int, after: int, limit: int) -> list[Message]:
     """Messages newer than *after* (what a reconnecting client missed), oldest first."""
     rows = db.fetch_all(
-        "SELECT id, username, body, created_at FROM chat_messages WHERE room_id = %s AND id > %s"
+        f"SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE room_id = %s AND id > %s"
         " ORDER BY id LIMIT %s",
         (room_id, after, limit),
+    )
+    return _messages(rows)
+
+
+def messages_since(room_id: int, when: float, limit: int) -> list[Message]:
+    """Messages stored at or after the Unix time *when*, oldest first."""
+    start = datetime.fromtimestamp(when, UTC).replace(tzinfo=None)
+    rows = db.fetch_all(
+        f"SELECT {MESSAGE_COLUMNS} FROM chat_messages WHERE room_id = %s AND created_at >= %s"
+        " ORDER BY id LIMIT %s",
+        (room_id, start, limit),
     )
     return _messages(rows)

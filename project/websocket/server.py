@@ -35,6 +35,7 @@ from typing import Any
 
 from flask import Response, current_app, request
 
+from project.outages import OUTAGES, log_outage
 from project.websocket import handshake
 from project.websocket.exceptions import ConnectionClosed, HandshakeError, ProtocolError
 from project.websocket.protocol import (
@@ -392,6 +393,9 @@ def _run(
         handler(ws)
     except ConnectionClosed:
         pass
+    except OUTAGES as exc:  # expected on a bad day: one line, and the client retries later
+        log_outage(exc, "serving a websocket")
+        ws.close(CloseCode.TRY_AGAIN_LATER, "service unavailable")
     except Exception:
         log.exception("websocket handler failed")
         ws.close(CloseCode.INTERNAL_ERROR, "internal error")

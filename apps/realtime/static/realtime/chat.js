@@ -97,11 +97,16 @@
       if (data.type === "welcome") {
         const firstJoin = lastId === null;
         append(data.messages);
+        for (const message of data.messages) {
+          if (message.client_id) delete pending[message.client_id];
+        }
+        for (const clientId of Object.keys(pending)) resend(clientId);  // unanswered before the drop
         present.clear();
         for (const name of data.online) present.add(name);
         showOnline();
         if (firstJoin) olderButton.hidden = !data.has_more;
       } else if (data.type === "message") {
+        if (data.client_id) delete pending[data.client_id];
         append([data]);
       } else if (data.type === "history") {
         historyPending = false;
@@ -112,6 +117,13 @@
         showOnline();
       } else if (data.type === "error") {
         errorBox.textContent = data.message;
+        const retry = data.code === "unavailable" || data.code === "rate_limited";
+        if (retry && data.client_id && pending[data.client_id]) {
+          // Resent under the same client_id: stored at most once, however often it is sent.
+          setTimeout(function () { resend(data.client_id); }, 1000 * (data.retry_after || 5));
+        } else if (data.client_id) {
+          delete pending[data.client_id];  // refused for good (too long, empty): not resent
+        }
       }
     });
     socket.addEventListener("close", function (event) {
@@ -136,9 +148,19 @@
       errorBox.textContent = "Not connected; the message was not sent.";
       return;
     }
-    socket.send(JSON.stringify({ type: "message", body: body, client_id: String(Date.now()) }));
+    const clientId = crypto.randomUUID ? crypto.randomUUID() : String(Date.now()) + Math.random();
+    pending[clientId] = body;
+    resend(clientId);
     input.value = "";
   });
+
+  // Messages sent and not yet seen back (by client_id): resent after a reconnect or an
+  // "unavailable" answer; the server stores each client_id once.
+  const pending = {};
+  function resend(clientId) {
+    if (pending[clientId] === undefined || !socket || socket.readyState !== WebSocket.OPEN) return;
+    socket.send(JSON.stringify({ type: "message", body: pending[clientId], client_id: clientId }));
+  }
 
   let historyPending = false;
   function loadOlder() {
