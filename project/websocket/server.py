@@ -79,6 +79,7 @@ class WebSocket:
         self._sender = Sender(sock, max_queue)
         self._ping_sent_at: float | None = None
         self._torn_down = False
+        self._finished = threading.Event()  # set once the closing handshake is over
         sock.settimeout(ping_interval)
         _open_sockets.add(self)
 
@@ -254,6 +255,7 @@ class WebSocket:
         with contextlib.suppress(OSError):  # the peer may have closed already
             self.sock.shutdown(socket.SHUT_RDWR)
         _open_sockets.discard(self)
+        self._finished.set()
 
     def __iter__(self) -> Iterator[str | bytes]:
         """Messages until the connection closes."""
@@ -264,11 +266,24 @@ class WebSocket:
                 return
 
 
-def close_all(code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down") -> int:
-    """Send a close frame to every open socket in this process (on shutdown); returns how many."""
+def close_all(
+    code: int = CloseCode.GOING_AWAY, reason: str = "server shutting down", wait: float = 5.0
+) -> int:
+    """Close every open socket in this process (on shutdown); returns how many.
+
+    Waits up to *wait* seconds for their closing handshakes to complete. A
+    process that exits straight after sending its close frames leaves the
+    clients' answers unread, and the kernel then resets the connections
+    instead of closing them: a client that had not yet read our close frame
+    loses it and sees 1006 rather than 1001, and so does not know to reconnect
+    politely. Waiting makes a stop look the same however busy the machine is.
+    """
     sockets = list(_open_sockets)
     for ws in sockets:
         ws.close(code, reason)
+    deadline = time.monotonic() + wait
+    for ws in sockets:
+        ws._finished.wait(max(0.0, deadline - time.monotonic()))
     return len(sockets)
 
 

@@ -233,11 +233,41 @@ def test_answering_pings_keeps_a_quiet_connection_open(server: Server) -> None:
         assert ws.recv() == "still here"
 
 
-def test_stopping_the_server_closes_sockets_with_1001(server: Server) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stopping_the_server_closes_sockets_with_1001(server: Server, stop: int) -> None:
+    """Ctrl-C, systemd's stop or a plain kill: clients are told to reconnect (1001), not cut off.
+
+    The server waits for each client's answer to its close before it exits, so
+    the close frame cannot be lost to a reset however busy the machine is.
+    """
     with connect(server.ws + "/ws/echo") as ws:
         ws.send("hello")
         assert ws.recv() == "hello"
-        server.proc.send_signal(signal.SIGINT if server.kind == "runserver" else signal.SIGTERM)
+        server.proc.send_signal(stop)
         with pytest.raises(ConnectionClosed):
             ws.recv(timeout=20)
     assert ws.close_code == 1001
+    assert server.proc.wait(timeout=20) is not None
+
+
+@pytest.mark.parametrize("server", ["gthread", "gevent"], indirect=True)
+def test_a_graceful_reload_closes_sockets_with_1001_and_keeps_serving(server: Server) -> None:
+    """``systemctl reload`` (SIGHUP to gunicorn): new workers serve, old sockets get 1001."""
+    with connect(server.ws + "/ws/echo") as ws:
+        ws.send("hello")
+        assert ws.recv() == "hello"
+        server.proc.send_signal(signal.SIGHUP)
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=20)
+    assert ws.close_code == 1001
+    assert server.proc.poll() is None
+    deadline = time.monotonic() + 20
+    while True:  # the client reconnects, as a page would, and finds the new workers
+        try:
+            with connect(server.ws + "/ws/echo", open_timeout=5) as again:
+                again.send("back")
+                assert again.recv(timeout=5) == "back"
+            break
+        except (OSError, InvalidStatus, ConnectionClosed):
+            assert time.monotonic() < deadline, "no new worker answered within 20 s of SIGHUP"
+            time.sleep(0.2)
