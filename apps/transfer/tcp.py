@@ -80,7 +80,9 @@ class TransferServer(socketserver.ThreadingTCPServer):
         # Unknown keys are checked against this, so they take as long as a wrong answer.
         self.dummy_secret = secrets.token_urlsafe(32).encode()
         self._open: set[socket.socket] = set()
+        self._busy: set[socket.socket] = set()  # in the middle of an operation (a push, a pull)
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when an operation ends
         self._closing = False
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         super().__init__((host, port), _Handler)
@@ -150,14 +152,40 @@ class TransferServer(socketserver.ThreadingTCPServer):
         log.info("a connection did not authenticate within %g s: closed", self.auth_timeout)
         _cut(sock)
 
-    def close(self) -> None:
-        """Cut every open connection, wait for their threads, close the listening socket.
+    @property
+    def closing(self) -> bool:
+        return self._closing
 
-        Call after ``shutdown()`` (or when ``serve_forever`` never ran). A push
-        cut here keeps the bytes it received; its client resumes from them.
+    @contextlib.contextmanager
+    def operation(self, sock: socket.socket) -> Iterator[None]:
+        """Mark *sock* busy with one operation: :meth:`close` lets it finish first."""
+        with self._lock:
+            self._busy.add(sock)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy.discard(sock)
+                self._idle.notify_all()
+
+    def close(self, grace: float = 0.0) -> None:
+        """Stop serving: let operations in flight finish, cut the rest, close the socket.
+
+        Call after ``shutdown()`` (or when ``serve_forever`` never ran). Connections
+        between operations are cut at once; a push or pull in flight gets up to
+        *grace* seconds to finish (a graceful stop, as gunicorn gives requests), and
+        is cut after that. A push cut keeps the bytes it received; its client
+        resumes from them.
         """
         with self._lock:
             self._closing = True
+            idle = [sock for sock in self._open if sock not in self._busy]
+        for sock in idle:
+            _cut(sock)
+        with self._lock:
+            if self._busy:
+                log.info("waiting up to %g s for %d transfer(s) to finish", grace, len(self._busy))
+            self._idle.wait_for(lambda: not self._busy, timeout=grace)
             connections = list(self._open)
         for sock in connections:
             _cut(sock)
@@ -228,8 +256,12 @@ def make_server(app: Flask, host: str | None = None, port: int | None = None) ->
     )
 
 
-def serve(server: TransferServer) -> None:
-    """Serve until SIGTERM or SIGINT, then close every connection and return."""
+#: Seconds a stop (SIGTERM, SIGINT) gives the transfers in flight to finish.
+STOP_GRACE = 30.0
+
+
+def serve(server: TransferServer, grace: float = STOP_GRACE) -> None:
+    """Serve until SIGTERM or SIGINT, let transfers in flight finish, close, and return."""
 
     def stop(signum: int, frame: Any) -> None:
         # shutdown() waits for serve_forever(), which runs on this very thread.
@@ -241,4 +273,4 @@ def serve(server: TransferServer) -> None:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        server.close()
+        server.close(grace)

@@ -38,6 +38,7 @@ from apps.transfer.wire import (
 )
 from project.auth import key_secret, mark_key_used
 from project.db import DatabaseError
+from project.outages import OUTAGES, log_outage
 
 if TYPE_CHECKING:
     from apps.transfer.tcp import TransferServer
@@ -118,6 +119,9 @@ class Session:
             self.refuse(exc.code, exc.message)
         except TimeoutError:
             self.refuse("timeout", f"nothing received for {self.server.idle_timeout:g} s")
+        except OUTAGES as exc:  # expected on a bad day: one line, and the client retries
+            log_outage(exc, f"serving a transfer to {self.peer}")
+            self.refuse("unavailable")
         except DatabaseError:
             log.exception("database error serving %s", self.peer)
             self.refuse("internal")
@@ -135,7 +139,12 @@ class Session:
             operation = operations.get(str(request.get("op")))
             if operation is None:
                 raise ProtocolError(f"unknown op {str(request.get('op'))[:40]!r}")
-            if not operation(request):
+            with self.server.operation(self.sock):
+                if self.server.closing:  # stopping: finish nothing new
+                    self.refuse("shutting_down")
+                    return
+                done = not operation(request)
+            if done:
                 return
 
     def _key_still_valid(self) -> bool:

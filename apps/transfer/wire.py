@@ -58,6 +58,7 @@ ERRORS = {
     "shutting_down": "the server is stopping",
     "timeout": "the connection was silent for too long",
     "too_large": "the file is larger than the server accepts",
+    "unavailable": "a service the server needs is down; try again shortly",
 }
 
 
