@@ -40,8 +40,12 @@ class Server:
                 self.proc.wait()
 
 
-def start_server(kind: str, env: dict[str, str], port: int) -> Server:
-    """Start one deployment of the app and wait until it answers."""
+def start_server(kind: str, env: dict[str, str], port: int, log: Path | None = None) -> Server:
+    """Start one deployment of the app and wait until it answers.
+
+    With *log*, the server's stdout and stderr are appended to that file (for a test
+    to read); without it they are dropped.
+    """
     if kind == "runserver":
         command = [sys.executable, "manage.py", "runserver", "--port", str(port), "--no-reload"]
     else:
@@ -53,9 +57,13 @@ def start_server(kind: str, env: dict[str, str], port: int) -> Server:
             "GUNICORN_ACCESS_LOG": "/dev/null",
         }
         command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "project.wsgi:app"]
-    proc = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    if log is None:
+        proc = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+    else:
+        with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
     server = Server(kind, f"http://127.0.0.1:{port}", proc, env)
     try:
         wait_for(server.url + "/healthz")
@@ -66,8 +74,15 @@ def start_server(kind: str, env: dict[str, str], port: int) -> Server:
 
 
 def server_env(
-    kind: str, tmp_path: Path, mysql_url: str | None, prefix: str | None, **extra: str
+    kind: str,
+    tmp_path: Path,
+    mysql_url: str | None,
+    prefix: str | None,
+    *,
+    redis_url: str | None = None,
+    **extra: str,
 ) -> dict[str, str]:
+    """The environment of a deployment (migrated); *redis_url* defaults to the test Redis."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -82,7 +97,7 @@ def server_env(
             APP_ENV="production",
             SITE_URL="http://127.0.0.1",
             DATABASE_URL=mysql_url,
-            REDIS_URL=REDIS_URL,
+            REDIS_URL=redis_url or REDIS_URL,
             REDIS_KEY_PREFIX=prefix,
         )
     subprocess.run(
