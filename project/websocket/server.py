@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 READ_SIZE = 65536
 _open_sockets: weakref.WeakSet[WebSocket] = weakref.WeakSet()
+#: Set by :func:`close_all`: the process is on its way out and takes no new sockets.
+_stopping = threading.Event()
 
 
 class WebSocket:
@@ -278,6 +280,7 @@ def close_all(
     loses it and sees 1006 rather than 1001, and so does not know to reconnect
     politely. Waiting makes a stop look the same however busy the machine is.
     """
+    _stopping.set()
     sockets = list(_open_sockets)
     for ws in sockets:
         ws.close(code, reason)
@@ -361,6 +364,11 @@ def serve(
         )
     except HandshakeError as exc:
         return Response(exc.message + "\n", exc.status, exc.headers, mimetype="text/plain")
+    if _stopping.is_set():  # sockets closed on the way out; a new one here would be cut again
+        return Response(
+            "this server is stopping; connect again\n", 503, {"Retry-After": "1"},
+            mimetype="text/plain",
+        )  # fmt: skip
     sock = raw_socket(request.environ)
     if sock is None:
         return Response(

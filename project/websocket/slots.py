@@ -24,6 +24,8 @@ from collections import Counter
 
 import redis
 
+from project.outages import OUTAGES, log_outage
+
 log = logging.getLogger(__name__)
 
 # KEYS[1]: the user's hash (process -> open sockets). ARGV: this process, the most
@@ -114,5 +116,7 @@ class SocketSlots:
             time.sleep(self.ttl / 3)
             try:
                 self._beat()
+            except OUTAGES as exc:
+                log_outage(exc, "keeping socket slots alive")
             except redis.RedisError as exc:
                 log.warning("socket slots heartbeat failed: %s", exc)
