@@ -18,6 +18,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from apps.realtime import models
+from project.extensions import db
 from tests.conftest import PASSWORD, create_account
 
 Join = Callable[..., ClientConnection]
@@ -211,6 +212,35 @@ def test_bad_frames_get_an_error_and_the_socket_stays_open(
         room = models.get_room("general")
         assert room is not None
         assert [m.body for m in models.recent_messages(room.id, 10)] == ["still fine"]
+
+
+def test_a_resend_with_the_same_client_id_is_stored_once_and_announced_again(
+    chat_app: Flask, join: Join
+) -> None:
+    """A client whose socket dropped before the echo resends: nobody sees the message twice."""
+    with join("alice") as alice, join("bob") as bob:
+        receive(alice, "welcome")
+        receive(bob, "welcome")
+        frame = json.dumps({"type": "message", "body": "only once", "client_id": "u-1"})
+        alice.send(frame)
+        first = receive(bob, "message")
+        alice.send(frame)
+        again = receive(bob, "message")  # the first announcement may be what was lost
+        assert again == first
+    with chat_app.app_context():
+        room = models.get_room("general")
+        assert room is not None
+        assert [m.body for m in models.recent_messages(room.id, 10)] == ["only once"]
+        owner = db.fetch_one("SELECT id FROM users WHERE username = %s", ("alice",))
+        assert owner is not None
+        models.create_room("other", owner["id"])
+    with join("alice", room="other") as elsewhere:
+        receive(elsewhere, "welcome")
+        elsewhere.send(frame)  # a name already used in another room: refused, nothing leaks
+        refused = receive(elsewhere, "error")
+        assert (refused["code"], refused["client_id"]) == ("bad_request", "u-1")
+        elsewhere.send(json.dumps({"type": "message", "body": "x", "client_id": "y" * 65}))
+        assert receive(elsewhere, "error")["code"] == "bad_request"
 
 
 def test_messages_are_rate_limited_per_user(
