@@ -1,4 +1,4 @@
-"""Redis down, seen from a browser and an API client: 503 with Retry-After where it matters, never 500.
+"""Redis down, seen by a browser and an API client: 503 with Retry-After where needed, no 500.
 
 A private ``redis-server`` (stopped and started by the test) stands in for the
 production one; the database is the shared MariaDB. The whole fault suite
