@@ -53,8 +53,10 @@ def check_csrf() -> None:
         return
     if request.endpoint is None or g.get("auth_method") == "api_key":
         return
-    if session_unavailable():
-        raise unavailable()  # the token cannot be checked, nor anything the form does kept
+    if session_unavailable() or g.get("auth_unavailable"):
+        # Who is asking, and so whether a token is even needed (an API key needs none),
+        # cannot be known: the client retries, rather than being told its token is wrong.
+        raise unavailable()
     csrf.protect()
 
 
