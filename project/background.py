@@ -23,6 +23,7 @@ from collections.abc import Callable
 from flask import Flask, current_app
 
 from project.lifecycle import on_shutdown
+from project.outages import OUTAGES, log_outage
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ class BackgroundQueue:
             try:
                 with self.app.app_context():
                     job()
+            except OUTAGES as exc:  # expected on a bad day: one line; the user asks again
+                log_outage(exc, f"running a background job (dropped: {description})")
             except Exception:  # one failing job must not stop the ones behind it
                 log.exception("background job failed: %s", description)
 
