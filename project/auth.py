@@ -30,7 +30,7 @@ from werkzeug.exceptions import ServiceUnavailable
 
 from project.outages import OUTAGES, RETRY_AFTER, log_outage
 from project.revocation import revoke_session
-from project.sessions import session_unavailable
+from project.session_interface import session_unavailable
 
 SESSION_USER_KEY = "user_id"
 SEEN_RESOLUTION = 60  # seconds: refresh seen_at at most this often (each refresh is a write)

@@ -10,7 +10,7 @@ from flask import Flask, Response, current_app, g, request
 
 from project.auth import load_request_user, unavailable
 from project.extensions import csrf
-from project.sessions import session_unavailable
+from project.session_interface import session_unavailable
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [

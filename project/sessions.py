@@ -17,8 +17,8 @@ server, serialized with msgpack on both backends, and never unpickled:
 * Its cachelib backend hands the raw dict to cachelib's ``FileSystemCache``,
   which pickles it; :class:`MsgpackFileSystemCache` writes msgpack instead.
 
-While Redis is down, :class:`OutageTolerantSessions` keeps pages that need no
-session working and turns the rest into a 503 (Flask would answer 500).
+What is stored, and what happens when the store is down, is decided in front
+of Flask-Session by :class:`project.session_interface.ProjectSessionInterface`.
 """
 
 from __future__ import annotations
@@ -31,14 +31,11 @@ import msgspec
 import redis
 from cachelib.file import FileSystemCache
 from cachelib.serializers import FileSystemSerializer
-from flask import Flask, Request, current_app, session
-from flask.sessions import SessionInterface, SessionMixin
+from flask import Flask, current_app, session
 from flask_session import Session
-from werkzeug.wrappers import Response
 
-from project.errors import replace_with_outage
-from project.outages import OUTAGES, log_outage
 from project.revocation import revoke_session
+from project.session_interface import ProjectSessionInterface
 
 
 class StrictMsgpackSerializer:
@@ -99,52 +96,7 @@ def init_sessions(app: Flask, server_session: Session) -> None:
     app.extensions["session_index"] = index
     server_session.init_app(app)
     app.session_interface.serializer = StrictMsgpackSerializer(app)  # type: ignore[attr-defined]
-    app.session_interface = OutageTolerantSessions(app.session_interface)
-
-
-class OutageTolerantSessions(SessionInterface):
-    """Flask-Session's interface, with an outage of its store answered rather than raised.
-
-    Flask opens the session before any error handler can act and saves it after
-    the last one has run, so a store that is down would otherwise make every
-    request a 500, the home page and static files included:
-
-    * a session that cannot be read is an empty one flagged ``unavailable``,
-      never saved; who is asking is unknown, so pages that need a user answer
-      503 (:func:`project.auth.login_required`) and the rest still work;
-    * a session that cannot be saved turns the response into the 503 page,
-      since what it promised (a login, a saved form) did not stick.
-    """
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)  # regenerate, the store helpers, cookie settings
-
-    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
-        try:
-            opened: SessionMixin | None = self.inner.open_session(app, request)
-        except OUTAGES as exc:
-            log_outage(exc, "reading a session")
-            stand_in = self.inner.session_class(sid=self.inner._generate_sid(self.inner.sid_length))
-            stand_in.unavailable = True
-            return cast("SessionMixin", stand_in)
-        return opened
-
-    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
-        if session_unavailable(session):
-            return  # nothing was read, so nothing may be written (not even a cleared cookie)
-        try:
-            self.inner.save_session(app, session, response)
-        except OUTAGES as exc:
-            log_outage(exc, "saving a session")
-            replace_with_outage(response)
-
-
-def session_unavailable(current: SessionMixin | None = None) -> bool:
-    """Whether this request's session could not be read (its store is down)."""
-    return bool(getattr(session if current is None else current, "unavailable", False))
+    app.session_interface = ProjectSessionInterface(app.session_interface)
 
 
 # -- one session, by id -------------------------------------------------------------------

@@ -576,13 +576,15 @@ def test_logging_in_gives_a_new_session_id_and_a_new_csrf_token(app: Flask) -> N
         create_account("alice")
     client = app.test_client()
     token_before = csrf_token(client)
-    sid_before = session_id(client)
+    assert client.get_cookie("session") is None  # a visitor's token needs no stored session
+    planted = "p" * 43  # a session id someone planted in the browser before the login
+    client.set_cookie("session", planted)
     assert log_in(client, "alice").status_code == 302
     sid_after = session_id(client)
-    assert sid_after != sid_before
-    assert not session_stored(app, sid_before)  # the pre-login session is gone
+    assert sid_after != planted
+    assert not session_stored(app, planted)
     fixed = app.test_client()
-    fixed.set_cookie("session", sid_before)  # whoever planted or saw the old id
+    fixed.set_cookie("session", planted)  # whoever planted or saw the old id
     assert whoami(fixed) is None
     refused = client.post("/accounts/logout", data={"csrf_token": token_before})
     assert refused.status_code == 400
