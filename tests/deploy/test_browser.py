@@ -6,11 +6,16 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
+
 from apps.realtime import models
 from tests.accounts.test_browser import browser, submit  # noqa: F401 - the fixture is used
 from tests.conftest import PASSWORD, create_account
 from tests.deploy.conftest import Deployment
 from tests.realtime.test_browser import log_in, send
+
+# make test-fast leaves these out: Chromium through nginx and gunicorn.
+pytestmark = pytest.mark.slow
 
 
 def test_chromium_logs_in_through_nginx(
