@@ -1,17 +1,21 @@
 # Two commands for a fresh clone:
 #   make run    create .venv, install the project, run it on the embedded defaults
 #   make test   create .venv, install the project and its test tools, run the test suite
+# and, while editing, make test-fast: every test not marked slow (a few minutes, not twenty).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint bench clean
+.PHONY: run test test-fast lint bench clean
 
 run: $(VENV)/.installed
 	$(PY) manage.py runserver
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.installed-test
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check project apps ext tests bench

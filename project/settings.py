@@ -127,6 +127,10 @@ class Config:
     TRANSFER_SERVER_AUTH_TIMEOUT = 10.0  # seconds from connect (TLS included) to a proven key
     TRANSFER_TLS_CERT = ""  # PEM files; both set = the TCP server speaks only TLS
     TRANSFER_TLS_KEY = ""
+    # An nginx ``internal`` location (e.g. "/_transfer/") aliased to MEDIA_ROOT/transfer/: set,
+    # downloads answer with X-Accel-Redirect and nginx sends the body (Range and all), so a
+    # slow client holds no gunicorn thread. Empty: gunicorn sends it (sendfile).
+    TRANSFER_ACCEL_REDIRECT = ""
 
     HSTS_SECONDS = 0
     TRUSTED_PROXIES = 0  # reverse proxies in front whose X-Forwarded-* headers are trusted
@@ -207,6 +211,7 @@ def load_settings(
     config["MEDIA_ROOT"] = str(_resolve(config["MEDIA_ROOT"]))
     config["PERMANENT_SESSION_LIFETIME"] = timedelta(seconds=config["SESSION_LIFETIME_SECONDS"])
     config["INSTANCE_PATH"] = str(instance)
+    config["TRANSFER_ACCEL_REDIRECT"] = _accel_prefix(config["TRANSFER_ACCEL_REDIRECT"])
     _site(config)
     return config
 
@@ -224,6 +229,18 @@ def _site(config: dict[str, Any]) -> None:
     if host and host not in trusted:
         trusted.append(host)
     config["TRUSTED_HOSTS"] = trusted
+
+
+def _accel_prefix(value: str) -> str:
+    """``TRANSFER_ACCEL_REDIRECT`` as a location prefix that starts and ends with ``/``."""
+    if not value:
+        return ""
+    if not value.startswith("/") or any(c in value for c in "?#% \t"):
+        raise ConfigurationError(
+            f"TRANSFER_ACCEL_REDIRECT={value!r} is not a location prefix like /_transfer/ "
+            "(the nginx internal location aliased to MEDIA_ROOT/transfer/)"
+        )
+    return value if value.endswith("/") else value + "/"
 
 
 def _parse(parser: Any, name: str, value: str, base: Path | None) -> Any:
@@ -379,4 +396,5 @@ _VARIABLES = {
     "TRANSFER_SERVER_AUTH_TIMEOUT": _seconds,
     "TRANSFER_TLS_CERT": _str,
     "TRANSFER_TLS_KEY": _str,
+    "TRANSFER_ACCEL_REDIRECT": _str,
 }

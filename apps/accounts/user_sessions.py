@@ -16,6 +16,7 @@ from typing import Any
 
 from flask import current_app, request, session
 
+from apps.accounts.devices import describe
 from project.revocation import session_handle
 from project.sessions import (
     current_sid,
@@ -42,6 +43,11 @@ class SessionInfo:
     @property
     def handle(self) -> str:
         return session_handle(self.sid)
+
+    @property
+    def device_name(self) -> str:
+        """The browser and system in words; :attr:`device` is the raw User-Agent."""
+        return describe(self.device)
 
 
 def remember_current(user_id: int) -> None:

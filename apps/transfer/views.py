@@ -21,7 +21,7 @@ from werkzeug.datastructures import Range
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from apps.transfer import models, storage
+from apps.transfer import accel, models, storage
 from apps.transfer.forms import ShareForm
 from apps.transfer.models import TransferFile
 from apps.transfer.names import content_disposition
@@ -143,7 +143,8 @@ def _send(file: TransferFile) -> WerkzeugResponse:
     several ranges gets the whole file, as RFC 9110 allows. Only the body is ours:
     werkzeug would wrap a 206 in an 8 KiB block iterator, so a resumed download
     would be the slow one; instead the file is positioned at the range's start
-    and handed to the server's ``wsgi.file_wrapper`` too.
+    and handed to the server's ``wsgi.file_wrapper`` too. With
+    ``TRANSFER_ACCEL_REDIRECT`` set, nginx sends the body instead (:mod:`.accel`).
     """
     try:
         handle = storage.open_file(file)
@@ -172,6 +173,11 @@ def _send(file: TransferFile) -> WerkzeugResponse:
     except RequestedRangeNotSatisfiable:
         handle.close()
         raise
+    prefix = current_app.config["TRANSFER_ACCEL_REDIRECT"]
+    if prefix and accel.can_hand_over(request, response):
+        files = storage.get_storage()
+        accel.hand_over(response, files.file_path(file.id), files.root, prefix)
+        return response
     if response.status_code == 206 and response.content_range is not None:
         start, stop = response.content_range.start, response.content_range.stop
         assert start is not None and stop is not None

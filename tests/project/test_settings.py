@@ -138,6 +138,8 @@ def test_relative_sqlite_path_is_taken_from_the_project_root(tmp_path: Path) -> 
         ("APP_ENV", "staging", "APP_ENV='staging' is not one of"),
         ("DB_POOL_SIZE", "many", "DB_POOL_SIZE='many' is not a whole number"),
         ("SESSION_LIFETIME_SECONDS", "0", "must be greater than zero"),
+        ("TRANSFER_ACCEL_REDIRECT", "_transfer", "is not a location prefix like /_transfer/"),
+        ("TRANSFER_ACCEL_REDIRECT", "/a b/", "is not a location prefix"),
     ],
 )
 def test_other_bad_values(tmp_path: Path, name: str, value: str, expected: str) -> None:
@@ -145,6 +147,13 @@ def test_other_bad_values(tmp_path: Path, name: str, value: str, expected: str) 
     env = None if name == "APP_ENV" else "development"
     with pytest.raises(ConfigurationError, match=expected):
         load_settings(env, environ=environ, instance_path=tmp_path)
+
+
+def test_the_accel_prefix_ends_with_a_slash(tmp_path: Path) -> None:
+    assert settings(tmp_path, TRANSFER_ACCEL_REDIRECT="/_transfer")["TRANSFER_ACCEL_REDIRECT"] == (
+        "/_transfer/"
+    )
+    assert settings(tmp_path)["TRANSFER_ACCEL_REDIRECT"] == ""
 
 
 def test_session_lifetime_is_configurable(tmp_path: Path) -> None:

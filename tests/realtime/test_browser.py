@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
 from flask import Flask
 
 from apps.realtime import models
 from tests.accounts.test_browser import browser, submit  # noqa: F401 - the fixture is used
 from tests.conftest import create_account
+
+# make test-fast leaves these out: two Chromium users: seconds each.
+pytestmark = pytest.mark.slow
 
 
 def log_in(context, base: str, username: str):  # type: ignore[no-untyped-def]

@@ -20,6 +20,9 @@ from tests.conftest import free_port
 from tests.realtime.test_chat import login_cookie, receive, wait_online
 from tests.servers import Server, create_users, server_env, start_server
 
+# make test-fast leaves these out: two gunicorn hosts, one killed: seconds each.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def two_hosts(tmp_path: Path, mysql_database: str, redis_prefix: str) -> Iterator[list[Server]]:

@@ -19,6 +19,9 @@ from tests.realtime.test_chat import login_cookie, receive
 from tests.realtime.test_cluster import create_room
 from tests.servers import ROOT, Server, create_users, server_env, start_server
 
+# make test-fast leaves these out: gunicorn clusters and live sockets: seconds each.
+pytestmark = pytest.mark.slow
+
 NEW_PASSWORD = "Quiet-Harbor-83"
 
 

@@ -23,6 +23,9 @@ from tests.realtime.test_chat import login_cookie, receive
 from tests.realtime.test_cluster import create_room
 from tests.servers import Server, create_users, server_env, start_server
 
+# make test-fast leaves these out: gunicorn clusters and peers that never read: seconds each.
+pytestmark = pytest.mark.slow
+
 MESSAGES = 2500
 PADDING = "." * 1500  # 2,500 messages of 1.5 KB: 4 MB for each stalled socket, past any buffer
 

@@ -18,6 +18,9 @@ from tests.realtime.test_chat import login_cookie, receive
 from tests.realtime.test_cluster import create_room
 from tests.servers import Server, create_users, server_env, start_server
 
+# make test-fast leaves these out: gunicorn clusters, workers killed: seconds each.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(params=["gthread", "gevent"])
 def capped_server(

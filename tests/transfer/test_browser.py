@@ -24,6 +24,9 @@ from tests.accounts.test_browser import browser, submit  # noqa: F401 - the fixt
 from tests.conftest import PASSWORD, create_account
 from tests.transfer.conftest import files_of, random_file, sha256_of
 
+# make test-fast leaves these out: Chromium uploading real files: seconds each.
+pytestmark = pytest.mark.slow
+
 MiB = 1024 * 1024
 MAX_FILE_SIZE = 100 * MiB
 QUOTA = 150 * MiB

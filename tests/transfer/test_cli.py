@@ -42,6 +42,9 @@ from tests.transfer.conftest import (
 )
 from tests.transfer.test_tcp import login, push_part, received, running
 
+# make test-fast leaves these out: the CLI as a subprocess moving files: seconds each.
+pytestmark = pytest.mark.slow
+
 EMBEDDED = pytest.mark.parametrize("stack", ["embedded"], indirect=True)  # stack-independent
 
 

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -128,6 +129,38 @@ def test_conditional_requests_answer_304(live_server: str, owner: Owner, file_id
         url(live_server, file_id), owner, **{"If-Modified-Since": first.headers["Last-Modified"]}
     )
     assert by_date.status_code == 304
+
+
+@pytest.mark.parametrize(
+    ("headers", "handed_over"),
+    [
+        ({}, True),
+        ({"Range": "bytes=10-99"}, True),
+        ({"Range": "bytes=0-1,5-9"}, False),  # ignored by the app: nginx would honour it
+        ({"Range": "bytes=10-", "If-Range": '"other"'}, False),
+        ({"If-Match": '"anything"'}, False),  # nginx would judge it by its own validators
+    ],
+)
+def test_with_accel_redirect_nginx_gets_the_body_only_when_it_would_send_the_same(
+    make_app: Any, headers: dict[str, str], handed_over: bool
+) -> None:
+    """Under TRANSFER_ACCEL_REDIRECT the app answers with headers and the file's path for nginx
+    (tests/deploy has nginx act on it), except where nginx's answer could differ from its own."""
+    app = make_app(TRANSFER_ACCEL_REDIRECT="/_transfer")
+    owner = make_owner(app, "alice")
+    file_id = store_file(app, owner, "report.pdf", DATA, content_type="application/pdf")
+    with app.test_client().get(url("", file_id), headers={**owner.auth, **headers}) as answer:
+        answer.get_data()  # read, then closed (with the file it holds open)
+    if not handed_over:
+        assert "X-Accel-Redirect" not in answer.headers and answer.data
+        return
+    assert answer.status_code == 200 and answer.data == b""
+    assert answer.headers["X-Accel-Redirect"] == f"/_transfer/files/{file_id[:2]}/{file_id}"
+    assert answer.headers["Content-Type"] == "application/pdf"
+    assert answer.headers["ETag"] == f'"{hashlib.sha256(DATA).hexdigest()}"'
+    assert answer.headers["Content-Disposition"].startswith("attachment;")
+    assert answer.headers["Content-Security-Policy"].startswith("sandbox")
+    assert "Content-Range" not in answer.headers and "Accept-Ranges" not in answer.headers
 
 
 def test_head_gives_the_headers_without_the_body(

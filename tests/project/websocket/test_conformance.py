@@ -41,6 +41,9 @@ import pytest
 from tests.conftest import free_port
 from tests.servers import Server, server_env, start_server
 
+# make test-fast leaves these out: the Autobahn suite against each server: minutes.
+pytestmark = pytest.mark.slow
+
 FULL = os.environ.get("CONFORMANCE_FULL") == "1"
 REPORT_DIR = os.environ.get("CONFORMANCE_REPORT_DIR")
 
@@ -204,7 +207,6 @@ def start(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[.
         server.stop()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "suite",
     # The whole test's limit: the run's, plus starting (and migrating) the server.

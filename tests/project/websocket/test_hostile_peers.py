@@ -12,10 +12,14 @@ import socket
 import struct
 import time
 
+import pytest
 from websockets.sync.client import connect
 
 from tests.project.websocket.test_servers import parse_frames, raw_handshake
 from tests.servers import Server
+
+# make test-fast leaves these out: each test starts real servers and waits out timeouts.
+pytestmark = pytest.mark.slow
 
 
 def frame(opcode: int, payload: bytes = b"", *, fin: bool = True) -> bytes:

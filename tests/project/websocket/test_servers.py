@@ -21,6 +21,9 @@ from websockets.sync.client import connect
 
 from tests.servers import ROOT, Server
 
+# make test-fast leaves these out: each test starts runserver and gunicorn (gthread, gevent).
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("kind", ["threads", "gevent"])
 def test_a_frame_larger_than_the_send_buffer_arrives_whole(kind: str) -> None:
