@@ -242,16 +242,22 @@ def get(port: int, path: str, headers: Headers | None = None) -> tuple[int, byte
 
 LOGIN_PATH = "/accounts/login"
 SESSION_COOKIE = "session"  # SESSION_COOKIE_NAME
+CSRF_COOKIE = "csrf"  # a visitor's CSRF secret (project.session_interface)
+
+
+def response_cookie(response: Response, name: str = SESSION_COOKIE) -> str | None:
+    """The value a response sets for cookie *name*, if it sets one."""
+    for header in response.headers.get_all("Set-Cookie") or []:
+        cookie: SimpleCookie = SimpleCookie()
+        cookie.load(header)
+        if name in cookie and cookie[name].value:
+            return cookie[name].value
+    return None
 
 
 def session_cookie(response: Response) -> str | None:
     """The session id a response sets, if it sets one."""
-    for header in response.headers.get_all("Set-Cookie") or []:
-        cookie: SimpleCookie = SimpleCookie()
-        cookie.load(header)
-        if SESSION_COOKIE in cookie and cookie[SESSION_COOKIE].value:
-            return cookie[SESSION_COOKIE].value
-    return None
+    return response_cookie(response, SESSION_COOKIE)
 
 
 def csrf_token(html: str) -> str:
@@ -264,14 +270,17 @@ def csrf_token(html: str) -> str:
 
 
 def log_in(port: int, login: str, password: str) -> str:
-    """Log in through the real form (GET, then POST with its CSRF token); the new session id."""
+    """Log in through the real form (GET, then POST with its CSRF token); the new session id.
+
+    A visitor has no session yet: the form's secret comes back in the ``csrf`` cookie.
+    """
     page = request(port, "GET", LOGIN_PATH)
-    anonymous = session_cookie(page)
-    if page.status != 200 or anonymous is None:
-        raise RuntimeError(f"GET {LOGIN_PATH}: {page.status}, session cookie {anonymous!r}")
+    secret = response_cookie(page, CSRF_COOKIE)
+    if page.status != 200 or secret is None:
+        raise RuntimeError(f"GET {LOGIN_PATH}: {page.status}, csrf cookie {secret!r}")
     form = {"csrf_token": csrf_token(page.body.decode()), "login": login, "password": password}
     headers = {
-        "Cookie": f"{SESSION_COOKIE}={anonymous}",
+        "Cookie": f"{CSRF_COOKIE}={secret}",
         "Content-Type": "application/x-www-form-urlencoded",
     }
     done = request(port, "POST", LOGIN_PATH, headers, urlencode(form).encode())

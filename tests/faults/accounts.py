@@ -46,7 +46,7 @@ class Account:
         page = requests.get(self.base + "/accounts/login", timeout=10)
         self._seen(page)
         token = TOKEN.search(page.text)
-        if page.status_code != 200 or not token or "session" not in page.cookies:
+        if page.status_code != 200 or not token or "csrf" not in page.cookies:
             raise LoginFailed(
                 f"login page answered {page.status_code}", page.status_code, _retry_after(page)
             )
@@ -54,7 +54,7 @@ class Account:
             self.base + "/accounts/login",
             allow_redirects=False,
             timeout=10,
-            headers={"Cookie": f"session={page.cookies['session']}"},
+            headers={"Cookie": f"csrf={page.cookies['csrf']}"},  # a visitor's CSRF secret
             data={"csrf_token": token.group(1), "login": self.username, "password": PASSWORD},
         )
         self._seen(answer)

@@ -37,7 +37,7 @@ def login_cookie(base: str, username: str) -> str:
         base + "/accounts/login",
         allow_redirects=False,
         timeout=10,
-        headers={"Cookie": f"session={page.cookies['session']}"},
+        headers={"Cookie": f"csrf={page.cookies['csrf']}"},  # a visitor's CSRF secret
         data={"csrf_token": token.group(1), "login": username, "password": PASSWORD},
     )
     assert response.status_code == 302, response.text
