@@ -545,6 +545,14 @@ class Scene:
         self.d.gunicorn.proc.send_signal(sig)
         return Fault(at, at, f"gunicorn master {sig.name}")
 
+    def kill_transfer_server(self) -> Fault:
+        """SIGKILL the TCP transfer server mid-push; start it again a second later."""
+        at = time.monotonic()
+        self.d.transfer.kill()
+        time.sleep(1.0)
+        self.d.transfer.start()
+        return Fault(at, time.monotonic(), "SIGKILL the transfer server, restarted after 1 s")
+
     def kill_worker(self) -> Fault:
         """SIGKILL the worker serving alice's socket (else the first worker)."""
         port = self.members[0].local_port

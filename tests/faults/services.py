@@ -240,11 +240,12 @@ class TransferServer:
         self.port = 0
 
     def start(self, timeout: float = 30) -> None:
+        """Start on a free port, or again on the port it had (clients keep their address)."""
         start_at = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "manage.py", "transfer-server", "--host", "127.0.0.1",
-                 "--port", "0"],
+                 "--port", str(self.port)],
                 cwd=ROOT, env=self.env, stdout=out, stderr=out,
             )  # fmt: skip
         deadline = time.monotonic() + timeout
@@ -262,6 +263,11 @@ class TransferServer:
 
     def stop(self) -> None:
         _stop_process(self.proc, signal.SIGTERM, 20)
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, no grace; what a crash or the OOM killer does."""
+        _stop_process(self.proc, signal.SIGKILL, 20)
         self.proc = None
 
     @property

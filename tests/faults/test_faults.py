@@ -118,3 +118,17 @@ def test_a_worker_killed(scene: Scene, deployment: Deployment, report: list[dict
     dropped = [a for a in outcome.answers if a.status is None]
     outcome.extra["page_connection_errors"] = len(dropped)
     verdict(outcome, report, killed=True)
+
+
+def test_the_transfer_server_killed_mid_push(
+    scene: Scene, deployment: Deployment, report: list[dict]
+) -> None:
+    """The TCP fast path's server is SIGKILLed while a push is half sent, then restarted.
+
+    What an operator sees: the CLI notes a dropped connection, retries, resumes
+    from the bytes the server had recorded, and ends with the right SHA-256; the
+    web side notices nothing.
+    """
+    outcome = scene.play(lambda s: s.kill_transfer_server())
+    verdict(outcome, report)
+    assert outcome.summary()["tcp"]["retries"] >= 1, "the push was not cut: the fault missed it"
