@@ -142,10 +142,11 @@ class Fleet:
         self.closing = False
         self._tasks: set[asyncio.Task[None]] = set()
         # counters
-        self.counts: dict[bytes, int] = {}  # client_id -> deliveries (live and recovered)
+        # messages are keyed "socket.minute" (their client_id is marker + key + "." + sent_us)
+        self.counts: dict[bytes, int] = {}  # key -> deliveries (live and recovered)
         self.sent: list[str] = []
         self.not_sent: list[str] = []  # the socket was down at its send time
-        self.refused: dict[str, str] = {}  # client_id -> error code
+        self.refused: dict[str, str] = {}  # key -> error code
         self.delivered = 0  # live deliveries of this run's messages
         self.recovered = 0  # brought by a reconnect's welcome
         self.duplicates = 0
@@ -176,9 +177,10 @@ class Fleet:
             self.other_frames += 1
             return
         end = payload.find(b'"', at)
-        client_id = payload[at:end]
-        self.counts[client_id] = self.counts.get(client_id, 0) + 1
-        sent_us = int(client_id[client_id.rfind(b".") + 1 :])
+        dot = payload.rfind(b".", at, end)
+        key = payload[at + len(marker) : dot]  # "socket.minute": what the body says too
+        self.counts[key] = self.counts.get(key, 0) + 1
+        sent_us = int(payload[dot + 1 : end])
         index = bin_of(now * 1000.0 - sent_us / 1000.0)
         self.window[index] = self.window.get(index, 0) + 1
         self.delivered += 1
@@ -190,9 +192,11 @@ class Fleet:
             for message in data.get("messages", ()):
                 ids.add(message["id"])
                 sock.last_id = max(sock.last_id, message["id"])
-                client_id = str(message.get("client_id", "")).encode()
-                if client_id.startswith(self.marker):
-                    self.counts[client_id] = self.counts.get(client_id, 0) + 1
+                # stored messages have no client_id: the body names the socket and minute
+                words = str(message.get("body", "")).split()
+                if len(words) == 3 and words[0] == "soak":
+                    key = f"{words[1]}.{words[2]}".encode()
+                    self.counts[key] = self.counts.get(key, 0) + 1
                     self.recovered += 1
             sock.welcomed_ids = ids
         if not sock.opened.done():
@@ -207,8 +211,9 @@ class Fleet:
         code = str(data.get("code"))
         self.errors[code] += 1
         client_id = data.get("client_id")
-        if isinstance(client_id, str):
-            self.refused[client_id] = code
+        marker = self.marker.decode()
+        if isinstance(client_id, str) and client_id.startswith(marker):
+            self.refused[client_id[len(marker) : client_id.rfind(".")]] = code
 
     def on_drop(self, sock: SoakSocket) -> None:
         if self.live.get(sock.spec.index) is not sock:
@@ -305,16 +310,17 @@ class Fleet:
         self.holding = False
 
     def _send(self, spec: SocketSpec, minute: int) -> None:
-        client_id = f"{self.marker.decode()}{spec.index}.{minute}.{int(time.monotonic() * 1e6)}"
+        key = f"{spec.index}.{minute}"
+        client_id = f"{self.marker.decode()}{key}.{int(time.monotonic() * 1e6)}"
         sock = self.live.get(spec.index)
         if sock is None or sock.closed:
-            self.not_sent.append(client_id)
+            self.not_sent.append(key)
             return
         frame = json.dumps(
             {"type": "message", "body": f"soak {spec.index} {minute}", "client_id": client_id}
         )
         sock.send(1, frame.encode())
-        self.sent.append(client_id)
+        self.sent.append(key)
 
     # -- reports --------------------------------------------------------------------------
 

@@ -109,6 +109,7 @@ LOG_PREFIX = re.compile(r"^(\[[^\]]*\] ?)+")
 # Connection pools grow to their bound under a burst and never shrink: REDIS_MAX_CONNECTIONS
 # (plus the broker's pub/sub connections) and DB_POOL_SIZE per worker.
 POOLED = ("redis", "mysql")
+PREFIX: list[str] = []  # this run's Redis key prefix, once chosen
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -535,6 +536,7 @@ class Row:
     client_cpu_pct: float | None = None
     machine_cpu_pct: float | None = None
     redis_mib: float | None = None
+    subscribed: int | None = None  # workers subscribed to the broker's channels in Redis
 
 
 @dataclass
@@ -563,6 +565,14 @@ class Report:
 
 def count_keys(rcli: redis.Redis, prefix: str) -> int:
     return sum(1 for _ in rcli.scan_iter(match=f"{prefix}*", count=1000))
+
+
+def subscribers(rcli: redis.Redis, prefix: str) -> int | None:
+    """Processes subscribed to the broker's presence channel: every live worker, normally."""
+    try:
+        return int(rcli.pubsub_numsub(f"{prefix}presence")[0][1])
+    except (redis.RedisError, IndexError, ValueError):
+        return None
 
 
 def redis_mib(rcli: redis.Redis) -> float | None:
@@ -630,6 +640,7 @@ def take_row(
 ) -> Row:
     server = ServerSample.now(ports)
     row = Row(label, seconds, server, redis_mib=redis_mib(rcli))
+    row.subscribed = subscribers(rcli, PREFIX[0]) if PREFIX else None
     if clients is not None:
         samples = clients.all(("sample",), REPLY_MARGIN_S)
         row.open_sockets = sum(s["open"] for s in samples)
@@ -672,6 +683,7 @@ def run(args: argparse.Namespace) -> Report:
         redis_prefix(args.redis_url) as (rcli, prefix),
         bench_database(args.mysql_url, "bench_soak_") as database,
     ):
+        PREFIX[:] = [prefix]
         port = free_port()
         ports = (port, redis_port, mysql_port)
         env = server_env(args, database.app_url, prefix, port)
@@ -865,6 +877,7 @@ def progress(row: Row) -> str:
     return (
         f"{row.label}: {row.open_sockets:,} open, {row.sent:,} sent, {row.delivered:,} "
         f"delivered, window p99 {fmt(hist_percentile(row.window, 99))} ms; workers {workers}; "
+        f"{row.subscribed} subscribed; "
         f"pages {dict(row.pages)}"
     )
 
@@ -903,6 +916,8 @@ def merge_final(finals: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def fmt(value: float | None, digits: int = 1) -> str:
+    if value == float("inf"):
+        return "> 60,000"  # the histogram's last bin
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
 
@@ -935,7 +950,7 @@ def deliveries(report: Report) -> Deliveries:
     for client_id in final["sent_ids"]:
         if client_id in refused:
             continue
-        size = layout.room_size(layout.room_of(int(client_id.split(".")[1])))
+        size = layout.room_size(layout.room_of(int(client_id.split(".")[0])))
         got = counts.get(client_id, 0)
         expected += size
         delivered += min(got, size)
@@ -1101,10 +1116,10 @@ def render(report: Report) -> list[str]:
         "",
         "| at | open sockets | sent | delivered | p50 ms | p99 ms | "
         + " | ".join(f"worker {i + 1}" for i in range(len(baseline.server.workers)))
-        + " | server CPU % | clients CPU % | machine % | Redis MiB | pages |",
+        + " | server CPU % | clients CPU % | machine % | Redis MiB | subscribed | pages |",
         "| --- | ---: | ---: | ---: | ---: | ---: | "
         + " | ".join("---:" for _ in baseline.server.workers)
-        + " | ---: | ---: | ---: | ---: | --- |",
+        + " | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     order = baseline.server.workers
     for row in report.rows:
@@ -1119,7 +1134,8 @@ def render(report: Report) -> list[str]:
             f"| {row.label} | {row.open_sockets:,} | {row.sent:,} | {row.delivered:,} "
             f"| {fmt(hist_percentile(row.window, 50))} | {fmt(hist_percentile(row.window, 99))} "
             f"| {per_worker} | {fmt(row.server_cpu_pct, 0)} | {fmt(row.client_cpu_pct, 0)} "
-            f"| {fmt(row.machine_cpu_pct, 0)} | {fmt(row.redis_mib)} | {pages} |"
+            f"| {fmt(row.machine_cpu_pct, 0)} | {fmt(row.redis_mib)} "
+            f"| {'n/a' if row.subscribed is None else row.subscribed} | {pages} |"
         )
     if closed is not None:
         kinds = sorted(
