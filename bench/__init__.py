@@ -10,3 +10,6 @@ from __future__ import annotations
 
 #: Benchmark modules (``bench.<name>``), in the order ``python -m bench`` runs them.
 BENCHMARKS: tuple[str, ...] = ("db_pool", "accounts", "frames", "echo", "fanout", "transfer")
+
+#: Benchmarks that run only when named (``python -m bench soak``): they take many minutes.
+ON_DEMAND: tuple[str, ...] = ("soak",)

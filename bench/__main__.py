@@ -1,6 +1,7 @@
 """Run benchmarks: ``python -m bench [NAME ...] [OPTIONS]``.
 
-With no NAME every benchmark in :data:`bench.BENCHMARKS` runs. OPTIONS are
+With no NAME every benchmark in :data:`bench.BENCHMARKS` runs; the ones in
+:data:`bench.ON_DEMAND` (the soak, 10+ minutes) run only when named. OPTIONS are
 passed to each selected benchmark (see ``python -m bench db_pool --help``).
 A benchmark is imported only when it runs, so one with a missing dependency
 does not stop the others from being listed.
@@ -11,9 +12,12 @@ from __future__ import annotations
 import importlib
 import sys
 
-from bench import BENCHMARKS
+from bench import BENCHMARKS, ON_DEMAND
 
-USAGE = f"usage: python -m bench [NAME ...] [OPTIONS]   (NAME: {', '.join(BENCHMARKS)})"
+USAGE = (
+    f"usage: python -m bench [NAME ...] [OPTIONS]   (NAME: {', '.join(BENCHMARKS)}; "
+    f"only when named: {', '.join(ON_DEMAND)})"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     names: list[str] = []
     while args and not args[0].startswith("-"):
         name = args.pop(0)
-        if name not in BENCHMARKS:
+        if name not in BENCHMARKS + ON_DEMAND:
             print(f"unknown benchmark {name!r}\n{USAGE}", file=sys.stderr)
             return 2
         names.append(name)
