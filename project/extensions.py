@@ -26,8 +26,16 @@ def init_limiter(app: Flask) -> None:
     url = app.config.get("REDIS")
     app.config.setdefault("RATELIMIT_STORAGE_URI", url.url if url else "memory://")
     if url:  # every key under the project's prefix, as all our Redis keys are
+        # The app's own pool (init_redis), which waits for a free connection: the
+        # limiter's default pool raised at its 100th concurrent call, and under a
+        # chat backlog that killed sockets. Call init_redis first.
+        client: redis.Redis = app.extensions["redis"]
         app.config.setdefault(
-            "RATELIMIT_STORAGE_OPTIONS", {"key_prefix": app.config["REDIS_KEY_PREFIX"] + "limits"}
+            "RATELIMIT_STORAGE_OPTIONS",
+            {
+                "key_prefix": app.config["REDIS_KEY_PREFIX"] + "limits",
+                "connection_pool": client.connection_pool,
+            },
         )
     # Views that throttle set their own Retry-After; no X-RateLimit headers elsewhere.
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)

@@ -385,8 +385,12 @@ def serve(
         )
     try:
         early = bytes_read_past_the_request(request.environ, sock)
-        sock.sendall(accepted.response())
-        _run(sock, accepted, handler, early)
+        try:
+            sock.sendall(accepted.response())
+        except OSError as exc:  # the client gave up before the handshake's answer
+            log.info("websocket client left during the handshake: %s", exc)
+        else:
+            _run(sock, accepted, handler, early)
     finally:
         if owner is not None:
             slots.release(owner)
