@@ -25,7 +25,7 @@ from project.sessions import (
     index_entries,
     index_put,
     index_remove,
-    session_exists,
+    live_sessions,
 )
 
 SEEN_RESOLUTION = 60  # seconds between updates of "last seen" in the index
@@ -74,18 +74,22 @@ def _make_room(user_id: int, keep: int) -> None:
     The index is read on every request, so it must not grow with every login
     ever made: a script that logs in each run would otherwise add an entry a run.
     """
-    live: dict[str, dict[str, Any]] = {}
-    for sid, entry in index_entries(user_id).items():
-        if session_exists(sid):
-            live[sid] = entry
-        else:
-            index_remove(user_id, sid)
+    live = _live_entries(user_id)
     by_last_seen = sorted(
         live, key=lambda sid: (int(live[sid].get("seen", 0)), int(live[sid].get("login_ns", 0)))
     )
     for sid in by_last_seen[: max(0, len(live) - keep)]:
         delete_session(sid)
         index_remove(user_id, sid)
+
+
+def _live_entries(user_id: int) -> dict[str, dict[str, Any]]:
+    """The user's indexed sessions that are still in the store; the rest leave the index."""
+    entries = index_entries(user_id)
+    live = live_sessions(entries)
+    for sid in entries.keys() - live:
+        index_remove(user_id, sid)
+    return {sid: entry for sid, entry in entries.items() if sid in live}
 
 
 def validate_current(user_id: int) -> bool:
@@ -110,10 +114,7 @@ def list_sessions(user_id: int) -> list[SessionInfo]:
     """The user's live sessions, newest activity first; expired ones are pruned."""
     current = current_sid()
     result = []
-    for sid, entry in index_entries(user_id).items():
-        if not session_exists(sid):
-            index_remove(user_id, sid)
-            continue
+    for sid, entry in _live_entries(user_id).items():
         result.append(
             SessionInfo(
                 sid=sid,

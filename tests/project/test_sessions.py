@@ -170,6 +170,19 @@ def test_a_logged_in_session_exists_until_delete_session_ends_it(app: Flask) -> 
     assert whoami(other) == "bob"
 
 
+def test_live_sessions_answers_for_many_at_once_as_session_exists_does_for_each(
+    app: Flask,
+) -> None:
+    _, _, alice = logged_in(app)
+    _, _, bob = logged_in(app, "bob")
+    _, _, carol = logged_in(app, "carol")
+    unknown = "unknown-" + "A" * 40
+    with app.app_context():
+        sessions.delete_session(bob)
+        assert sessions.live_sessions([alice, bob, carol, unknown]) == {alice, carol}
+        assert sessions.live_sessions([]) == set()
+
+
 def test_an_unknown_session_does_not_exist_and_deleting_it_is_no_error(app: Flask) -> None:
     with app.app_context():
         assert not sessions.session_exists("unknown-" + "A" * 40)
