@@ -148,9 +148,13 @@ def runserver_command(host: str, port: int, reload: bool | None) -> None:
         except (DatabaseError, migrations.MigrationError) as exc:
             raise _failure(exc) from None
     use_reloader = app.debug if reload is None else reload
-    # SIGTERM (systemd, docker stop, kill) stops the server the way Ctrl-C does,
-    # so it too says goodbye to its sockets (1001) instead of dropping them.
-    signal.signal(signal.SIGTERM, _interrupt)
+    # SIGTERM (systemd, docker stop, kill) stops the server the way Ctrl-C does, so it
+    # too says goodbye to its sockets (1001) instead of dropping them. SIGINT is set
+    # as well: a process started in the background by a shell (`make test &`, CI)
+    # inherits SIGINT ignored, and Python then installs no Ctrl-C handler of its own,
+    # so the server did not stop at all (the stop test that failed on busy runs).
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _interrupt)
     try:
         # The interactive debugger is never on: it executes code for whoever can reach the port.
         run_simple(
