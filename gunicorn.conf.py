@@ -39,6 +39,13 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
 forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 # Requests larger than this on the request line or headers are refused early.
+# gunicorn >= 25 opens a control socket for `gunicornc` at one path per user
+# ($HOME/.gunicorn/gunicorn.ctl): every gunicorn of that user (two sites, the test
+# suite's servers) takes it over in turn, so a command could reach the wrong one.
+# Off unless GUNICORN_CONTROL_SOCKET names a path of this deployment's own.
+control_socket_disable = not os.environ.get("GUNICORN_CONTROL_SOCKET")
+if not control_socket_disable:
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
 limit_request_line = 8190
 limit_request_fields = 100
 
