@@ -13,6 +13,7 @@ prefix, so runs never collide with each other or with a developer's data.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -76,11 +77,11 @@ def mysql_url(name: str) -> str:
     return f"mysql://{auth}@{MYSQL['host']}:{MYSQL['port']}/{name}"
 
 
-@pytest.fixture
-def mysql_database() -> Iterator[str]:
-    """A new, empty MariaDB database for one test; dropped afterwards. Yields its URL."""
+@contextlib.contextmanager
+def new_mysql_database(label: str = "test") -> Iterator[str]:
+    """A new, empty MariaDB database, dropped on leaving. Yields its URL."""
     admin = mysql_admin()
-    name = f"test_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+    name = f"{label}_{os.getpid()}_{uuid.uuid4().hex[:10]}"
     with admin.cursor() as cur:
         cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
     try:
@@ -92,20 +93,36 @@ def mysql_database() -> Iterator[str]:
         admin.close()
 
 
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    """A Redis key prefix for one test; its keys are deleted afterwards."""
+@contextlib.contextmanager
+def new_redis_prefix() -> Iterator[str]:
+    """A Redis key prefix of its own; its keys are deleted on leaving."""
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
     try:
         client.ping()
     except redis.RedisError as exc:
         service_missing(f"Redis at {REDIS_URL}", exc)
     prefix = f"test:{uuid.uuid4().hex[:12]}:"
-    yield prefix
-    keys = list(client.scan_iter(match=prefix + "*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
+    try:
+        yield prefix
+    finally:
+        keys = list(client.scan_iter(match=prefix + "*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+@pytest.fixture
+def mysql_database() -> Iterator[str]:
+    """A new, empty MariaDB database for one test; dropped afterwards. Yields its URL."""
+    with new_mysql_database() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A Redis key prefix for one test; its keys are deleted afterwards."""
+    with new_redis_prefix() as prefix:
+        yield prefix
 
 
 @pytest.fixture

@@ -12,21 +12,25 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import requests
 from flask import Flask
 from requests.adapters import HTTPAdapter
 
 from project import create_app
 from project.extensions import db
-from tests.conftest import REDIS_URL, free_port, mysql_admin, mysql_url, service_missing
+from tests.conftest import (
+    REDIS_URL,
+    free_port,
+    new_mysql_database,
+    new_redis_prefix,
+    service_missing,
+)
 from tests.deploy import nginx
 from tests.servers import Server, server_env, start_server
 from tests.transfer.conftest import self_signed_certificate
@@ -90,39 +94,6 @@ def require_nginx() -> str:
     return nginx.NGINX
 
 
-@contextlib.contextmanager
-def module_database() -> Iterator[str]:
-    """A MariaDB database (its URL) for a whole module, dropped afterwards."""
-    admin = mysql_admin()
-    name = f"test_deploy_{uuid.uuid4().hex[:10]}"
-    with admin.cursor() as cur:
-        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    try:
-        yield mysql_url(name)
-    finally:
-        db.close()
-        with admin.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        admin.close()
-
-
-@contextlib.contextmanager
-def module_redis_prefix() -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        service_missing(f"Redis at {REDIS_URL}", exc)
-    prefix = f"test:{uuid.uuid4().hex[:12]}:"
-    try:
-        yield prefix
-    finally:
-        keys = list(client.scan_iter(match=prefix + "*"))
-        if keys:
-            client.delete(*keys)
-        client.close()
-
-
 #: The production settings a deploy behind nginx uses, plus what keeps the tests quick.
 DEPLOY_SETTINGS = {
     "TRUSTED_PROXIES": "1",
@@ -141,7 +112,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     tmp = tmp_path_factory.mktemp("deploy")
     media = tmp / "media"
     cert, key = self_signed_certificate(tmp)
-    with module_database() as database, module_redis_prefix() as prefix:
+    with new_mysql_database("test_deploy") as database, new_redis_prefix() as prefix:
         env = server_env("gthread", tmp, database, prefix, MEDIA_ROOT=str(media), **DEPLOY_SETTINGS)
         gunicorn = start_server("gthread", env, free_port())
         layout = nginx.Layout(
