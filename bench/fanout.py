@@ -91,6 +91,7 @@ from typing import Any
 
 import redis
 
+from bench._client_processes import ClientProcesses
 from bench._harness import (
     SESSION_COOKIE,
     UsageError,
@@ -402,69 +403,6 @@ def client_process(conn: multiprocessing.connection.Connection, fleet: Fleet) ->
         asyncio.run(_serve_commands(conn, fleet))
 
 
-class Clients:
-    """The coordinator's side: the client processes and their pipes."""
-
-    def __init__(self, count: int, fleet: Fleet):
-        context = multiprocessing.get_context("spawn")  # no copy of our sockets or threads
-        self.pipes: list[multiprocessing.connection.Connection] = []
-        self.procs: list[Any] = []
-        for _ in range(count):
-            ours, theirs = context.Pipe()
-            proc = context.Process(target=client_process, args=(theirs, fleet), daemon=True)
-            proc.start()
-            theirs.close()
-            self.pipes.append(ours)
-            self.procs.append(proc)
-
-    def ask(self, commands: list[tuple[Any, ...] | None], seconds: float) -> list[Any]:
-        """Send each process its command (None: none), wait at most ``seconds`` for replies."""
-        waiting = {}
-        for pipe, command in zip(self.pipes, commands, strict=True):
-            if command is not None:
-                pipe.send(command)
-                waiting[pipe] = None
-        replies: dict[Any, Any] = {}
-        deadline = time.monotonic() + seconds
-        while len(replies) < len(waiting):
-            left = deadline - time.monotonic()
-            ready = multiprocessing.connection.wait(
-                [p for p in waiting if p not in replies], max(0.0, left)
-            )
-            if not ready:
-                raise RuntimeError(f"client processes did not answer {commands} in {seconds} s")
-            for pipe in ready:
-                assert isinstance(pipe, multiprocessing.connection.Connection)
-                try:
-                    replies[pipe] = pipe.recv()
-                except EOFError:
-                    raise RuntimeError("a client process died") from None
-        return [replies.get(pipe) for pipe in self.pipes]
-
-    def all(self, command: tuple[Any, ...], seconds: float) -> list[Any]:
-        return self.ask([command] * len(self.pipes), seconds)
-
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs if p.pid is not None]
-
-    def stop(self) -> None:
-        """Ask each process to quit, then terminate and kill what is left."""
-        for pipe in self.pipes:
-            with contextlib.suppress(OSError, ValueError):
-                pipe.send(("quit",))
-        for proc in self.procs:
-            proc.join(10)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-        for pipe in self.pipes:
-            pipe.close()
-        log(f"stopped {len(self.procs)} client processes")
-
-
 # -- the server's processes -------------------------------------------------------------------
 
 
@@ -653,7 +591,7 @@ def total_frames(statuses: list[dict[str, Any]], kind: str) -> int:
 
 def ramp(
     args: argparse.Namespace,
-    clients: Clients,
+    clients: ClientProcesses,
     rcli: redis.Redis,
     probes: Probes,
     report: Report,
@@ -779,7 +717,7 @@ class Probes:
             thread.join(10)
 
 
-def settle(args: argparse.Namespace, clients: Clients, limit: float) -> float:
+def settle(args: argparse.Namespace, clients: ClientProcesses, limit: float) -> float:
     """Wait until no client process received a frame for ``--quiet`` s (at most ``limit`` s)."""
     started = time.monotonic()
     while time.monotonic() - started < limit:
@@ -791,7 +729,7 @@ def settle(args: argparse.Namespace, clients: Clients, limit: float) -> float:
     raise RuntimeError(f"the room did not go quiet in {limit:.0f} s (presence frames still flow)")
 
 
-def broadcast(args: argparse.Namespace, clients: Clients, number: int) -> Broadcast:
+def broadcast(args: argparse.Namespace, clients: ClientProcesses, number: int) -> Broadcast:
     """One timed message: sent by process 0's first socket, collected from every process."""
     commands: list[tuple[Any, ...] | None] = [None] * len(clients.pipes)
     commands[0] = ("send", number)
@@ -854,7 +792,7 @@ def run(args: argparse.Namespace) -> Report:
                 args.body_size,
                 args.open_timeout,
             )
-            clients = Clients(args.processes, fleet)
+            clients = ClientProcesses(client_process, [(fleet,)] * args.processes)
             try:
                 connected = ramp(args, clients, rcli, probes, report)
                 if connected == 0:

@@ -62,8 +62,6 @@ import argparse
 import concurrent.futures
 import contextlib
 import http.client
-import multiprocessing
-import multiprocessing.connection
 import os
 import re
 import secrets
@@ -81,6 +79,7 @@ from urllib.parse import urlsplit
 
 import redis
 
+from bench._client_processes import ClientProcesses
 from bench._harness import (
     REQUEST_TIMEOUT_S,
     SESSION_COOKIE,
@@ -407,62 +406,18 @@ class PageTraffic:
 # -- the client processes --------------------------------------------------------------------
 
 
-class Clients:
-    """The coordinator's side of the client processes: a pipe each."""
+class Clients(ClientProcesses):
+    """The soak's client processes: one config each, and a reply with ``error`` raises."""
 
     def __init__(self, configs: list[dict[str, Any]]) -> None:
-        context = multiprocessing.get_context("spawn")
-        self.pipes: list[multiprocessing.connection.Connection] = []
-        self.procs: list[Any] = []
-        for config in configs:
-            ours, theirs = context.Pipe()
-            proc = context.Process(target=client_process, args=(theirs, config), daemon=True)
-            proc.start()
-            theirs.close()
-            self.pipes.append(ours)
-            self.procs.append(proc)
+        super().__init__(client_process, [(config,) for config in configs])
 
     def all(self, command: tuple[Any, ...], seconds: float) -> list[Any]:
-        for pipe in self.pipes:
-            pipe.send(command)
-        replies: dict[Any, Any] = {}
-        deadline = time.monotonic() + seconds
-        while len(replies) < len(self.pipes):
-            ready = multiprocessing.connection.wait(
-                [p for p in self.pipes if p not in replies], max(0.0, deadline - time.monotonic())
-            )
-            if not ready:
-                raise RuntimeError(f"client processes did not answer {command[0]!r} in {seconds} s")
-            for ready_pipe in ready:
-                assert isinstance(ready_pipe, multiprocessing.connection.Connection)
-                try:
-                    replies[ready_pipe] = ready_pipe.recv()
-                except EOFError:
-                    raise RuntimeError("a client process died") from None
-        out = [replies[pipe] for pipe in self.pipes]
+        out = super().all(command, seconds)
         for reply in out:
             if isinstance(reply, dict) and "error" in reply:
                 raise RuntimeError(f"a client process failed {command[0]!r}: {reply['error']}")
         return out
-
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs if p.pid is not None]
-
-    def stop(self) -> None:
-        for pipe in self.pipes:
-            with contextlib.suppress(OSError, ValueError):
-                pipe.send(("quit",))
-        for proc in self.procs:
-            proc.join(10)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-        for pipe in self.pipes:
-            pipe.close()
-        log(f"stopped {len(self.procs)} client processes")
 
 
 # -- setting up -----------------------------------------------------------------------------
