@@ -43,6 +43,7 @@ from project import create_app
 from project import migrations as project_migrations
 from project.extensions import db
 from project.settings import TestConfig
+from tests.migrated import Templates
 from tests.probe import probe
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
@@ -118,6 +119,20 @@ def mysql_database() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def templates(tmp_path_factory: pytest.TempPathFactory) -> Templates:
+    """Each engine's schema, migrated once per run and copied into each test's database."""
+    return Templates(tmp_path_factory.mktemp("templates"))
+
+
+@pytest.fixture
+def migrated_mysql_database(templates: Templates) -> Iterator[str]:
+    """A new MariaDB database holding every migration, for one test; dropped afterwards."""
+    with new_mysql_database() as url:
+        templates.fill_mysql(url)
+        yield url
+
+
 @pytest.fixture
 def redis_prefix() -> Iterator[str]:
     """A Redis key prefix for one test; its keys are deleted afterwards."""
@@ -140,10 +155,11 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
         "MEDIA_ROOT": str(tmp_path / "media"),
     }
     if request.param == "embedded":
-        overrides["DATABASE_URL"] = f"sqlite:///{tmp_path / 'app.db'}"
+        templates = request.getfixturevalue("templates")
+        overrides["DATABASE_URL"] = templates.copy_sqlite(tmp_path / "app.db")
         overrides["REDIS_URL"] = None
     else:
-        overrides["DATABASE_URL"] = request.getfixturevalue("mysql_database")
+        overrides["DATABASE_URL"] = request.getfixturevalue("migrated_mysql_database")
         overrides["REDIS_URL"] = REDIS_URL
         overrides["REDIS_KEY_PREFIX"] = request.getfixturevalue("redis_prefix")
     overrides["STACK"] = request.param
@@ -151,14 +167,15 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_app(stack: dict[str, Any]) -> Iterator[Any]:
+def make_app(stack: dict[str, Any], templates: Templates) -> Iterator[Any]:
     """Build migrated test apps on the current stack, with extra overrides."""
     created: list[Flask] = []
 
     def factory(env: str = "test", **extra: Any) -> Flask:
         app = create_app(env, overrides={**stack, **extra}, environ={})
         app.register_blueprint(probe)
-        project_migrations.migrate(app)
+        if not templates.is_migrated(app):
+            project_migrations.migrate(app)
         created.append(app)
         return app
 
@@ -251,6 +268,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def serve_in_thread(server: Any, name: str = "test-server") -> threading.Thread:
+    """Run a socketserver-style *server* on a daemon thread.
+
+    It polls for ``shutdown()`` every 50 ms, not the default 500 ms, which a
+    test would otherwise wait out at each teardown.
+    """
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True
+    )
+    thread.start()
+    return thread
+
+
 def http_get(url: str) -> tuple[int, str]:
     """Status and body of a GET to a live server, error statuses included."""
     try:
@@ -308,8 +338,7 @@ def live_server(app: Flask) -> Iterator[str]:
     from werkzeug.serving import make_server
 
     server = make_server("127.0.0.1", free_port(), app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    thread = serve_in_thread(server)
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     thread.join(timeout=10)
