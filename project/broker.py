@@ -47,6 +47,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
@@ -202,6 +203,9 @@ class RedisTransport:
         self.client = client
         self._channel_prefix = f"{prefix}chat:"
         self._presence_channel = f"{prefix}presence"
+        # This process's own channel, published to only by ``close`` to end the listener's
+        # wait for a message at once rather than at its next one-second poll.
+        self._wake_channel = f"{prefix}broker-wake:{uuid.uuid4().hex}"
         self._lock = threading.Lock()
         self._listener: threading.Thread | None = None
         self._ready = threading.Event()
@@ -233,7 +237,7 @@ class RedisTransport:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.psubscribe(self._channel_prefix + "*")
-                pubsub.subscribe(self._presence_channel)
+                pubsub.subscribe(self._presence_channel, self._wake_channel)
                 self._ready.set()
                 if gap:
                     log.warning("room broker has Redis again")
@@ -247,6 +251,8 @@ class RedisTransport:
                     if message["type"] == "pmessage":
                         room = message["channel"].decode()[len(self._channel_prefix) :]
                         deliver(room, message["data"].decode())
+                    elif message["channel"] == self._wake_channel.encode():
+                        continue  # close() wants the loop to look at _stopped now
                     elif message["type"] == "message":  # a presence notice: its data is the room
                         notice(message["data"].decode())
             except Exception as exc:  # noqa: BLE001 - this thread must outlive any one failure
@@ -266,6 +272,8 @@ class RedisTransport:
         """Stop the listener thread."""
         self._stopped.set()
         if self._listener is not None:
+            with contextlib.suppress(redis.RedisError):  # a listener without Redis is not waiting
+                self.client.publish(self._wake_channel, b"")
             self._listener.join(timeout=5)
 
 
