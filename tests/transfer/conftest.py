@@ -11,7 +11,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from flask import Flask
 from apps.accounts import apikeys
 from apps.transfer import models, storage
 from apps.transfer.tcp import TransferServer
-from tests.conftest import create_account
+from tests.conftest import create_account, serve_in_thread
 
 
 @dataclass(frozen=True)
@@ -111,7 +110,7 @@ def owner_factory(make_app: Any) -> Iterator[OwnerFactory]:
     def factory(**settings: Any) -> tuple[Flask, str, Owner]:
         app = make_app(**settings)
         server = make_server("127.0.0.1", 0, app, threaded=True)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        serve_in_thread(server)
         servers.append(server)
         return app, f"http://127.0.0.1:{server.server_port}", make_owner(app, "alice")
 

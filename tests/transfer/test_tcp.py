@@ -31,6 +31,7 @@ from flask import Flask
 
 from apps.accounts import apikeys
 from apps.transfer import models, tcp, wire
+from tests.conftest import serve_in_thread
 from tests.transfer.conftest import (
     ROOT,
     Owner,
@@ -51,8 +52,7 @@ EMBEDDED = pytest.mark.parametrize("stack", ["embedded"], indirect=True)  # stac
 def running(app: Flask) -> Iterator[tcp.TransferServer]:
     """The app's transfer server on a free port, served from a thread until the block ends."""
     server = tcp.make_server(app, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, name="transfer-server", daemon=True)
-    thread.start()
+    thread = serve_in_thread(server, "transfer-server")
     try:
         yield server
     finally:

@@ -13,6 +13,7 @@ from pathlib import Path
 from flask import Flask
 
 from apps.transfer import tcp
+from tests.conftest import serve_in_thread
 from tests.transfer.conftest import Owner, files_of, random_file, sha256_of
 from tests.transfer.test_tcp import login
 
@@ -23,8 +24,7 @@ def test_a_push_in_flight_finishes_when_the_server_stops_and_idle_connections_ar
     source = tmp_path / "nearly-done.bin"
     digest = random_file(source, 4 * 1024 * 1024)
     server = tcp.make_server(app, "127.0.0.1", 0)
-    serving = threading.Thread(target=server.serve_forever, daemon=True)
-    serving.start()
+    serve_in_thread(server, "transfer-server")
     with login(server.port, owner) as pushing, login(server.port, owner) as idle:
         size = source.stat().st_size
         reply = pushing.ask({"op": "push", "name": source.name, "size": size, "sha256": digest})
