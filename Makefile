@@ -1,7 +1,8 @@
 # Two commands for a fresh clone:
 #   make run    create .venv, install the project, run it on the embedded defaults
 #   make test   create .venv, install the project and its test tools, run the test suite
-# and, while editing, make test-fast: every test not marked slow (a few minutes, not twenty).
+# and, while editing, make test-fast: every test not marked slow, on every core (about
+# three minutes on two cores, not twenty).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -11,11 +12,17 @@ PY := $(VENV)/bin/python
 run: $(VENV)/.installed
 	$(PY) manage.py runserver
 
+# The tests start the app's commands and servers as processes: byte-compiled once here, each
+# of them starts in half the time, even where PYTHONDONTWRITEBYTECODE is set.
+COMPILE := $(PY) -m compileall -q project apps ext tests bench manage.py >/dev/null
+
 test: $(VENV)/.installed-test
+	$(COMPILE)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.installed-test
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(COMPILE)
+	$(PY) -m pytest -m "not slow" -n auto $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check project apps ext tests bench

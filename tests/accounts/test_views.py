@@ -633,7 +633,9 @@ def test_a_session_cookie_replayed_after_logout_is_anonymous(app: Flask) -> None
 
 
 @pytest.mark.parametrize(
-    "cookie", [secrets.token_urlsafe(32), "forged-" + "A" * 40, "../../../etc/passwd", "x" * 4000]
+    "cookie",
+    [secrets.token_urlsafe(32), "forged-" + "A" * 40, "../../../etc/passwd", "x" * 4000],
+    ids=["random", "forged", "path", "huge"],  # fixed ids: xdist's workers must collect alike
 )
 def test_a_forged_session_cookie_is_anonymous(app: Flask, cookie: str) -> None:
     with app.app_context():
@@ -1185,7 +1187,9 @@ def test_a_new_reset_request_voids_the_earlier_link(mail_app: Flask, smtp_outbox
     assert mail_app.test_client().get(second).status_code == 200
 
 
-@pytest.mark.parametrize("token", ["not-a-token", secrets.token_urlsafe(32)])
+@pytest.mark.parametrize(
+    "token", ["not-a-token", secrets.token_urlsafe(32)], ids=["not-a-token", "random"]
+)
 def test_a_made_up_reset_link_is_not_valid(app: Flask, token: str) -> None:
     response = app.test_client().get(f"/accounts/password/reset/{token}")
     assert response.status_code == 404
