@@ -6,13 +6,14 @@ Every change is written to the audit log with who, what, whom, when and from whe
 
 from __future__ import annotations
 
+from datetime import date
 from math import ceil
 from typing import Any
 
 from flask import abort, flash, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from apps.accounts import admin_bp, apikeys, models, user_sessions
+from apps.accounts import admin_bp, apikeys, listing, models, user_sessions
 from apps.accounts.exceptions import DuplicateUser, LastAdminError
 from apps.accounts.forms import BULK_ACTIONS, MESSAGES, AdminUserForm, BulkActionForm
 from apps.accounts.login import client_ip
@@ -37,37 +38,69 @@ def _page_number() -> int:
 @admin_required
 def dashboard() -> str:
     """Counts an admin checks every day."""
-    counts = models.dashboard_counts()
-    counts["active_sessions"] = user_sessions.count_sessions()
+    counts: dict[str, object] = {
+        "users": listing.count_users(listing.UserQuery()),
+        "active_users": listing.count_users(listing.UserQuery(active=True)),
+        "admins": listing.count_users(listing.UserQuery(admin=True)),
+        "active_sessions": user_sessions.count_sessions(),
+        **models.login_counts_today(),
+    }
     return render_template("accounts/admin/dashboard.html", counts=counts)
 
 
 @admin_bp.get("/accounts/")
 @admin_required
 def user_list() -> str:
-    """Users: search by username or email prefix, filter, sort, page."""
-    query = models.UserQuery(
+    """Users: search by username or email prefix, filter, sort, page by seeking (any size)."""
+    sort = request.args.get("sort", "created")
+    sort = sort if sort in listing.SORTS else "created"
+    joined, joined_error = _joined_date()
+    if joined is not None:
+        sort = "created"  # the date jumps within the order users joined in
+    query = listing.UserQuery(
         search=request.args.get("q", "").strip()[:254],
         active=FLAGS.get(request.args.get("active", "")),
         admin=FLAGS.get(request.args.get("admin", "")),
-        sort=request.args.get("sort", "created")
-        if request.args.get("sort") in models.SORTS
-        else "created",
+        sort=sort,
         descending=request.args.get("dir", "desc") != "asc",
-        page=_page_number(),
+        after=_cursor("after", sort),
+        before=_cursor("before", sort),
+        joined=joined,
+        last=request.args.get("page") == "last",
         per_page=PER_PAGE,
     )
-    users, total = models.list_users(query)
-    pages = max(1, ceil(total / PER_PAGE))
+    page = listing.list_users(query)
+    # The links keep the search, filters and order; each sets its own place in the list.
+    args = {
+        k: v
+        for k, v in request.args.items()
+        if k not in ("after", "before", "page", "joined", "sort") and v
+    }
+    if sort != "created":
+        args["sort"] = sort
     return render_template(
         "accounts/admin/user_list.html",
-        users=users,
-        total=total,
+        page=page,
         query=query,
-        pages=pages,
+        joined_error=joined_error,
         bulk_form=BulkActionForm(),
-        args=request.args.to_dict(),
+        args=args,
     )
+
+
+def _cursor(name: str, sort: str) -> listing.Cursor | None:
+    text = request.args.get(name)
+    return listing.Cursor.decode(text, sort) if text else None
+
+
+def _joined_date() -> tuple[date | None, str | None]:
+    text = request.args.get("joined", "").strip()
+    if not text:
+        return None, None
+    try:
+        return date.fromisoformat(text), None
+    except ValueError:
+        return None, "Enter a date as YYYY-MM-DD."
 
 
 @admin_bp.post("/accounts/bulk")

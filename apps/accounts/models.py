@@ -221,63 +221,6 @@ def delete_user(user_id: int) -> None:
         db.execute("DELETE FROM users WHERE id = %s", (user_id,))
 
 
-# -- listing for the admin pages -----------------------------------------------------------
-
-SORTS = {
-    "username": "username_key",
-    "email": "email",
-    "created": "created_at",
-    "last_login": "last_login_at",
-    "id": "id",
-}
-
-
-@dataclass(frozen=True)
-class UserQuery:
-    search: str = ""
-    active: bool | None = None
-    admin: bool | None = None
-    sort: str = "created"
-    descending: bool = True
-    page: int = 1
-    per_page: int = 50
-
-
-def _escape_like(text: str) -> str:
-    """Make LIKE's wildcards literal; '!' escapes because backslash differs between engines."""
-    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
-
-
-def list_users(query: UserQuery) -> tuple[list[User], int]:
-    """One page of users matching the query, and the total number of matches."""
-    where: list[str] = ["1 = 1"]
-    params: list[Any] = []
-    if query.search:
-        # username_key is case-folded, email lower-cased: match each as it is stored.
-        where.append("(username_key LIKE %s ESCAPE '!' OR email LIKE %s ESCAPE '!')")
-        params += [
-            _escape_like(query.search.casefold()) + "%",
-            _escape_like(query.search.lower()) + "%",
-        ]
-    if query.active is not None:
-        where.append("is_active = %s")
-        params.append(query.active)
-    if query.admin is not None:
-        where.append("is_admin = %s")
-        params.append(query.admin)
-    condition = " AND ".join(where)
-    total = int(db.fetch_value(f"SELECT COUNT(*) FROM users WHERE {condition}", params) or 0)
-    column = SORTS.get(query.sort, "created_at")
-    direction = "DESC" if query.descending else "ASC"
-    offset = (max(query.page, 1) - 1) * query.per_page
-    rows = db.fetch_all(
-        f"SELECT {USER_COLUMNS} FROM users WHERE {condition}"
-        f" ORDER BY {column} {direction}, id {direction} LIMIT %s OFFSET %s",
-        [*params, query.per_page, offset],
-    )
-    return [User.from_row(r) for r in rows], total
-
-
 # -- audit log and login attempts ------------------------------------------------------------
 
 
@@ -335,16 +278,9 @@ def record_login_attempt(login: str, user_id: int | None, ip: str, succeeded: bo
     )
 
 
-def dashboard_counts() -> dict[str, int]:
+def login_counts_today() -> dict[str, int]:
+    """Logins that succeeded and failed since midnight UTC (the dashboard's figures)."""
     since = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
-    counts = (
-        db.fetch_one(
-            "SELECT COUNT(*) AS users,"
-            " COALESCE(SUM(CASE WHEN is_active THEN 1 ELSE 0 END), 0) AS active,"
-            " COALESCE(SUM(CASE WHEN is_admin THEN 1 ELSE 0 END), 0) AS admins FROM users"
-        )
-        or {}
-    )
     logins = (
         db.fetch_one(
             "SELECT COALESCE(SUM(CASE WHEN succeeded THEN 1 ELSE 0 END), 0) AS ok,"
@@ -355,9 +291,6 @@ def dashboard_counts() -> dict[str, int]:
         or {}
     )
     return {
-        "users": int(counts.get("users") or 0),
-        "active_users": int(counts.get("active") or 0),
-        "admins": int(counts.get("admins") or 0),
         "logins_today": int(logins.get("ok") or 0),
         "failed_logins_today": int(logins.get("failed") or 0),
     }
