@@ -7,7 +7,7 @@ from another app.
 from __future__ import annotations
 
 import redis
-from flask import Flask, current_app
+from flask import Flask, current_app, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_session import Session
@@ -19,6 +19,17 @@ db = Database()
 csrf = CSRFProtect()
 server_session = Session()
 limiter = Limiter(key_func=get_remote_address, strategy="moving-window")
+
+
+@limiter.request_filter
+def _reads_are_not_limited() -> bool:
+    """Every limit here guards a POST (logins, registrations, reset emails): reads skip them.
+
+    Flask-Limiter otherwise resolves the view's limits twice per request (before
+    the request and again in the decorated view) on every page view. A limit on a
+    read would need this filter narrowed.
+    """
+    return request.method in ("GET", "HEAD", "OPTIONS")
 
 
 def init_limiter(app: Flask) -> None:
