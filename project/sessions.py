@@ -24,7 +24,6 @@ of Flask-Session by :class:`project.session_interface.ProjectSessionInterface`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any, Protocol, cast
 
@@ -86,7 +85,9 @@ def init_sessions(app: Flask, server_session: Session) -> None:
     if config.get("REDIS"):
         config["SESSION_TYPE"] = "redis"
         config["SESSION_REDIS"] = app.extensions["redis"]
-        index = _RedisIndex(app.extensions["redis"], index_prefix, lifetime)
+        index = _RedisIndex(
+            app.extensions["redis"], index_prefix, lifetime, config["SESSION_KEY_PREFIX"]
+        )
     else:
         directory = Path(config["INSTANCE_PATH"]) / "sessions"
         directory.mkdir(parents=True, exist_ok=True)
@@ -128,27 +129,6 @@ def session_exists(sid: str) -> bool:
     return interface._retrieve_session_data(interface._get_store_id(sid)) is not None
 
 
-def live_sessions(sids: Iterable[str]) -> set[str]:
-    """The ones of *sids* still in the store, as :func:`session_exists` would say of each.
-
-    One round trip on Redis (MGET) however many there are: a session list
-    asked each in turn cost one per session, on every profile page.
-    """
-    wanted = list(sids)
-    if not wanted:
-        return set()
-    interface = _interface()
-    client = getattr(interface, "client", None)
-    if not isinstance(client, redis.Redis):
-        return {sid for sid in wanted if session_exists(sid)}
-    values = client.mget([interface._get_store_id(sid) for sid in wanted])
-    return {
-        sid
-        for sid, raw in zip(wanted, values, strict=True)
-        if raw is not None and interface.serializer.decode(raw) is not None
-    }
-
-
 def delete_session(sid: str) -> None:
     """Delete a session from the store, so that its cookie opens nothing from now on.
 
@@ -174,6 +154,7 @@ IndexEntry = dict[str, Any]
 class _SessionIndex(Protocol):
     def put(self, user_id: int, sid: str, entry: IndexEntry) -> None: ...
     def entries(self, user_id: int) -> dict[str, IndexEntry]: ...
+    def entries_with_liveness(self, user_id: int) -> dict[str, tuple[IndexEntry, bool]]: ...
     def remove(self, user_id: int, sid: str) -> None: ...
     def count(self) -> int: ...
 
@@ -181,10 +162,27 @@ class _SessionIndex(Protocol):
 class _RedisIndex:
     """One Redis hash per user: session id -> msgpack entry (each field updated atomically)."""
 
-    def __init__(self, client: redis.Redis, prefix: str, lifetime: int) -> None:
+    # The user's index and, for each session in it, whether its key is still in the
+    # store: one round trip where HGETALL then MGET took two. The store keys are
+    # built from the prefix in the script, so it is not Redis Cluster safe (neither
+    # is the socket slot script): a cluster would need the keys in one hash slot.
+    _WITH_LIVENESS = """
+    local fields = redis.call('HGETALL', KEYS[1])
+    local result = {}
+    for i = 1, #fields, 2 do
+        result[#result + 1] = fields[i]
+        result[#result + 1] = fields[i + 1]
+        result[#result + 1] = redis.call('EXISTS', ARGV[1] .. fields[i])
+    end
+    return result
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str, lifetime: int, store_prefix: str) -> None:
         self.client = client
         self.prefix = prefix
         self.lifetime = lifetime
+        self.store_prefix = store_prefix
+        self._with_liveness = client.register_script(self._WITH_LIVENESS)
 
     def put(self, user_id: int, sid: str, entry: IndexEntry) -> None:
         key = f"{self.prefix}{user_id}"
@@ -197,6 +195,13 @@ class _RedisIndex:
         # The app's client returns bytes (it is made without decode_responses).
         raw = cast("dict[bytes, bytes]", self.client.hgetall(f"{self.prefix}{user_id}"))
         return {k.decode(): msgspec.msgpack.decode(v) for k, v in raw.items()}
+
+    def entries_with_liveness(self, user_id: int) -> dict[str, tuple[IndexEntry, bool]]:
+        flat = self._with_liveness(keys=[f"{self.prefix}{user_id}"], args=[self.store_prefix])
+        return {
+            flat[i].decode(): (msgspec.msgpack.decode(flat[i + 1]), bool(flat[i + 2]))
+            for i in range(0, len(flat), 3)
+        }
 
     def remove(self, user_id: int, sid: str) -> None:
         self.client.hdel(f"{self.prefix}{user_id}", sid)
@@ -231,6 +236,9 @@ class _CacheIndex:
 
     def entries(self, user_id: int) -> dict[str, IndexEntry]:
         return dict(self.cache.get(f"{self.prefix}{user_id}") or {})
+
+    def entries_with_liveness(self, user_id: int) -> dict[str, tuple[IndexEntry, bool]]:
+        return {sid: (entry, session_exists(sid)) for sid, entry in self.entries(user_id).items()}
 
     def remove(self, user_id: int, sid: str) -> None:
         with self._lock:
@@ -268,6 +276,16 @@ def index_put(user_id: int, sid: str, entry: IndexEntry) -> None:
 def index_entries(user_id: int) -> dict[str, IndexEntry]:
     """The user's indexed sessions: session id -> entry (a copy; may name ended sessions)."""
     return _index().entries(user_id)
+
+
+def index_entries_with_liveness(user_id: int) -> dict[str, tuple[IndexEntry, bool]]:
+    """The user's indexed sessions, each with whether it is still in the store.
+
+    One round trip on Redis. "In the store" means its key exists, where
+    :func:`session_exists` also checks that the value decodes: a value that does
+    not (only someone writing to Redis makes one) is listed as open until it expires.
+    """
+    return _index().entries_with_liveness(user_id)
 
 
 def index_remove(user_id: int, sid: str) -> None:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from flask import current_app, request, session
+from flask import current_app, g, request, session
 
 from apps.accounts.devices import describe
 from project.revocation import session_handle
@@ -23,9 +23,9 @@ from project.sessions import (
     delete_session,
     index_count,
     index_entries,
+    index_entries_with_liveness,
     index_put,
     index_remove,
-    live_sessions,
 )
 
 SEEN_RESOLUTION = 60  # seconds between updates of "last seen" in the index
@@ -50,8 +50,14 @@ class SessionInfo:
         return describe(self.device)
 
 
+def _forget_snapshot() -> None:
+    """The index is about to change: what validation read of it no longer holds."""
+    g.pop("session_index_snapshot", None)
+
+
 def remember_current(user_id: int) -> None:
     """Add the session that just logged in to the user's index (pruned and capped first)."""
+    _forget_snapshot()
     _make_room(user_id, current_app.config["SESSION_MAX_PER_USER"] - 1)
     now = int(time.time())
     index_put(
@@ -84,12 +90,20 @@ def _make_room(user_id: int, keep: int) -> None:
 
 
 def _live_entries(user_id: int) -> dict[str, dict[str, Any]]:
-    """The user's indexed sessions that are still in the store; the rest leave the index."""
-    entries = index_entries(user_id)
-    live = live_sessions(entries)
-    for sid in entries.keys() - live:
-        index_remove(user_id, sid)
-    return {sid: entry for sid, entry in entries.items() if sid in live}
+    """The user's indexed sessions that are still in the store; the rest leave the index.
+
+    On a page that validated the session, what validation read is used again (the
+    session list then costs no round trip of its own); it is read afresh otherwise.
+    """
+    snapshot = g.pop("session_index_snapshot", None)
+    if snapshot is not None and snapshot[0] == user_id:
+        entries = snapshot[1]
+    else:
+        entries = index_entries_with_liveness(user_id)
+    for sid, (_, alive) in entries.items():
+        if not alive:
+            index_remove(user_id, sid)
+    return {sid: entry for sid, (entry, alive) in entries.items() if alive}
 
 
 def validate_current(user_id: int) -> bool:
@@ -97,9 +111,13 @@ def validate_current(user_id: int) -> bool:
 
     The index is what makes a session valid: a request that was in flight when
     its session was ended may write the session back to the store, but it will
-    not be in the index, so its next request is refused.
+    not be in the index, so its next request is refused. The index is read with
+    each session's liveness, in one round trip, and kept for the rest of the
+    request, so that a page listing the sessions does not read it again.
     """
-    entry = index_entries(user_id).get(current_sid())
+    entries = index_entries_with_liveness(user_id)
+    g.session_index_snapshot = (user_id, entries)
+    entry = entries.get(current_sid(), (None, False))[0]
     if entry is None:
         return False
     now = int(time.time())
@@ -130,6 +148,7 @@ def list_sessions(user_id: int) -> list[SessionInfo]:
 
 def end_session(user_id: int, handle: str) -> bool:
     """End the user's session with this handle; False if it is not theirs or already over."""
+    _forget_snapshot()
     sid = next((sid for sid in index_entries(user_id) if session_handle(sid) == handle), None)
     if sid is None:
         return False
@@ -140,6 +159,7 @@ def end_session(user_id: int, handle: str) -> bool:
 
 def end_all_sessions(user_id: int, *, keep: str | None = None) -> int:
     """End every session of the user except *keep*; returns how many were ended."""
+    _forget_snapshot()
     ended = 0
     for sid in index_entries(user_id):
         if sid == keep:
@@ -157,4 +177,5 @@ def count_sessions() -> int:
 
 def forget_current(user_id: int) -> None:
     """Drop the current session from the user's index (it is logging out)."""
+    _forget_snapshot()
     index_remove(user_id, current_sid())

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 import redis
+import redis.connection
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -170,17 +172,51 @@ def test_a_logged_in_session_exists_until_delete_session_ends_it(app: Flask) -> 
     assert whoami(other) == "bob"
 
 
-def test_live_sessions_answers_for_many_at_once_as_session_exists_does_for_each(
-    app: Flask,
-) -> None:
-    _, _, alice = logged_in(app)
-    _, _, bob = logged_in(app, "bob")
-    _, _, carol = logged_in(app, "carol")
-    unknown = "unknown-" + "A" * 40
+def test_the_index_says_which_of_a_users_sessions_are_still_in_the_store(app: Flask) -> None:
+    """An ended session stays in the user's index until pruned, marked as gone, not as open."""
+    _, user_id, first = logged_in(app)
+    second = app.test_client()
+    assert second.get(f"/_probe/login/{user_id}").json == {"ok": True}
+    cookie = second.get_cookie("session")
+    assert cookie is not None
     with app.app_context():
-        sessions.delete_session(bob)
-        assert sessions.live_sessions([alice, bob, carol, unknown]) == {alice, carol}
-        assert sessions.live_sessions([]) == set()
+        sessions.delete_session(first)  # the store only: the index still names it
+        listed = sessions.index_entries_with_liveness(user_id)
+        assert {sid: alive for sid, (_, alive) in listed.items()} == {
+            first: False,
+            cookie.value: True,
+        }
+        assert all(entry["device"] for entry, _ in listed.values())
+        assert sessions.index_entries_with_liveness(user_id + 1000) == {}
+
+
+def test_the_profile_page_asks_redis_twice_however_many_sessions_are_open(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading the session, then the index with each session's liveness: nothing per session."""
+    if app.config["STACK"] != "services":
+        pytest.skip("round trips to Redis: the services stack only")
+    client, user_id, _ = logged_in(app)
+    for _ in range(4):  # four more browsers, one of them since logged out of
+        other = app.test_client()
+        assert other.get(f"/_probe/login/{user_id}").json == {"ok": True}
+    with app.app_context():
+        sessions.delete_session(other.get_cookie("session").value)  # type: ignore[union-attr]
+    assert client.get("/accounts/profile").status_code == 200  # prunes the ended one
+
+    sent: list[bytes] = []
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        sent.append(command if isinstance(command, bytes) else b"".join(command))
+        original(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
+    page = client.get("/accounts/profile")
+    monkeypatch.undo()
+    assert page.status_code == 200
+    assert page.get_data(as_text=True).count('<span class="device"') == 4  # each open one
+    assert len(sent) <= 2, [c[:60] for c in sent]
 
 
 def test_an_unknown_session_does_not_exist_and_deleting_it_is_no_error(app: Flask) -> None:
