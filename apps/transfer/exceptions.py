@@ -67,6 +67,12 @@ class UploadGone(TransferError):
     code = "not_found"
 
 
+class HashFirst(TransferError):
+    """A PUSH with its SHA-256 in a trailer may be resuming an upload only the hash finds."""
+
+    code = "hash_first"
+
+
 class UploadExpired(TransferError):
     code = "expired"
 

@@ -140,15 +140,35 @@ def list_for(owner_id: int) -> list[TransferFile]:
     return [TransferFile.from_row(r) for r in rows]
 
 
-def find_resumable(owner_id: int, filename: str, size: int, sha256: str) -> TransferFile | None:
-    """The newest unfinished, unexpired upload of the same bytes under the same name."""
+def find_resumable(
+    owner_id: int, filename: str, size: int, sha256: str | None, metadata: str = ""
+) -> TransferFile | None:
+    """The newest unfinished, unexpired upload of the same bytes under the same name.
+
+    *sha256* None finds an upload whose hash is not known yet: one started by a
+    TCP PUSH that declares it in a trailer, recognised by its *metadata* (a tus
+    upload in progress, whose hash is not known either, must never be taken).
+    """
+    same = "expected_sha256 = %s" if sha256 else "expected_sha256 IS NULL AND metadata = %s"
     row = db.fetch_one(
         f"SELECT {COLUMNS} FROM transfer_files WHERE owner_id = %s AND state = %s"
-        " AND filename = %s AND size = %s AND expected_sha256 = %s AND expires_at > %s"
+        f" AND filename = %s AND size = %s AND {same} AND expires_at > %s"
         " ORDER BY updated_at DESC LIMIT 1",
-        (owner_id, UPLOADING, filename, size, sha256, utcnow()),
+        (owner_id, UPLOADING, filename, size, sha256 or metadata, utcnow()),
     )
     return TransferFile.from_row(row) if row else None
+
+
+def has_hashed_unfinished(owner_id: int, filename: str, size: int) -> bool:
+    """Whether an unfinished upload of this name and size was declared with its SHA-256."""
+    return (
+        db.fetch_value(
+            "SELECT 1 FROM transfer_files WHERE owner_id = %s AND state = %s AND filename = %s"
+            " AND size = %s AND expected_sha256 IS NOT NULL AND expires_at > %s LIMIT 1",
+            (owner_id, UPLOADING, filename, size, utcnow()),
+        )
+        is not None
+    )
 
 
 def usage(owner_id: int) -> int:

@@ -23,13 +23,14 @@ crash) are cut off first.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -228,8 +229,13 @@ def receive(
     reader: Reader,
     *,
     checksum: tuple[str, bytes] | None = None,
+    declared_after: Callable[[], str] | None = None,
 ) -> TransferFile:
     """Append the bytes *reader* gives, at *offset*, to an unfinished upload.
+
+    *declared_after* is for an upload whose SHA-256 the client declares only
+    after the last byte (the TCP PUSH trailer): it is called once every byte
+    is on disk, and what it returns is checked like a SHA-256 declared up front.
 
     With *checksum* (algorithm, digest) the chunk is kept only if it matches
     (``ChecksumMismatch`` otherwise). Without one, a client that vanishes
@@ -311,6 +317,8 @@ def receive(
             if failure is not None:
                 raise failure
             return models.get(upload.id) or current
+        if declared_after is not None:
+            current = dataclasses.replace(current, expected_sha256=declared_after())
         _finish(current, _hash_prefix(fd, position).hexdigest() if deferred else hasher.hexdigest())
     finished = models.get(upload.id)
     assert finished is not None

@@ -9,9 +9,11 @@ its key again before every operation, so a key revoked meanwhile stops there.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hmac
 import logging
 import mimetypes
+import re
 import secrets
 import socket
 import time
@@ -20,10 +22,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeGuard
 
 from apps.transfer import models, storage, tusmeta
-from apps.transfer.exceptions import OffsetMismatch, PeerClosed, ProtocolError, TransferError
+from apps.transfer.exceptions import (
+    HashFirst,
+    OffsetMismatch,
+    PeerClosed,
+    ProtocolError,
+    TransferError,
+)
 from apps.transfer.models import TransferFile
 from apps.transfer.names import clean_filename
 from apps.transfer.wire import (
+    ERRORS,
     FILE_ID,
     KEY_ID,
     NONCE_BYTES,
@@ -45,6 +54,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("apps.transfer.tcp")
 
+VERSION_TAG = re.compile(r"^[0-9a-f]{0,64}\Z")
 _DRAIN_SECONDS = 2.0  # how long an error reply waits for the peer's unread bytes before closing
 
 
@@ -206,16 +216,18 @@ class Session:
     # -- operations (each returns whether the connection can go on) --
 
     def push(self, request: dict[str, Any]) -> bool:
-        name, size, sha256 = _push_fields(request)
+        push = _push_fields(request)
+        name = push.name
         assert self.user is not None
         with self.app.app_context():
             try:
-                upload = _find_or_start(self.user.id, name, size, sha256)
+                upload = _find_or_start(self.user.id, push)
             except TransferError as exc:
                 return self._refused(name, exc, in_sync=True)
             body = _Body(self.sock, upload, upload.received)
+            trailer = None if push.sha256 else functools.partial(_read_trailer, self.sock)
             try:
-                result = _receive(body)
+                result = _receive(body, trailer)
             except TransferError as exc:
                 return self._refused(name, exc, in_sync=body.in_sync)
             except OSError as exc:  # the client vanished or went silent; its bytes are kept
@@ -313,13 +325,36 @@ def _is_count(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _push_fields(request: dict[str, Any]) -> tuple[str, int, str]:
+@dataclass(frozen=True)
+class _PushRequest:
+    name: str
+    size: int
+    sha256: str | None  # None: it comes in a trailer, after the bytes
+    version: str = ""  # with a trailer: the client's name for this version of the file
+
+
+def _push_fields(request: dict[str, Any]) -> _PushRequest:
     name, size, sha256 = request.get("name"), request.get("size"), request.get("sha256")
     if not isinstance(name, str) or not _is_count(size):
         raise ProtocolError("push needs a name and a size in bytes")
+    if request.get("checksum") == "trailer" and "sha256" not in request:
+        version = request.get("version", "")
+        if not isinstance(version, str) or not VERSION_TAG.match(version):
+            raise ProtocolError("version must be up to 64 hex digits")
+        return _PushRequest(clean_filename(name), size, None, version)
     if not isinstance(sha256, str) or not SHA256_HEX.match(sha256):
-        raise ProtocolError("push needs the file's sha256 as 64 hex digits")
-    return clean_filename(name), size, sha256
+        raise ProtocolError(
+            'push needs the file\'s sha256 as 64 hex digits, or "checksum": "trailer"'
+        )
+    return _PushRequest(clean_filename(name), size, sha256)
+
+
+def _read_trailer(sock: socket.socket) -> str:
+    """The SHA-256 a client declares after the bytes of a PUSH with ``"checksum": "trailer"``."""
+    sha256 = read_message(sock).get("sha256")
+    if not isinstance(sha256, str) or not SHA256_HEX.match(sha256):
+        raise ProtocolError('the trailer must be {"sha256": <64 hex digits>}')
+    return sha256
 
 
 def _describe(file: TransferFile) -> dict[str, Any]:
@@ -327,33 +362,48 @@ def _describe(file: TransferFile) -> dict[str, Any]:
     return {"ok": True, "file_id": file.id, "size": file.size, "sha256": sha256, "name": name}
 
 
-def _find_or_start(owner_id: int, name: str, size: int, sha256: str) -> TransferFile:
-    """The unfinished upload of these bytes under this name, or a new one."""
-    found = models.find_resumable(owner_id, name, size, sha256)
+def _find_or_start(owner_id: int, push: _PushRequest) -> TransferFile:
+    """The unfinished upload of these bytes under this name, or a new one.
+
+    With the SHA-256 declared up front, the upload must have been declared with
+    the same one. With a trailer, it must be a trailer PUSH's of the same name,
+    size and version (the client's name for this version of its file, so that a
+    file changed between attempts starts afresh); should its bytes still not be
+    this file's, the hash check at the end deletes it.
+    """
+    name, sha256 = push.name, push.sha256
+    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    # What a tus client would have sent, so HEAD shows the same for either path; a
+    # trailer PUSH says so in it, which is how a later one finds it again.
+    declared = {"sha256": sha256} if sha256 else {"checksum": "trailer", "version": push.version}
+    metadata = tusmeta.encode({"filename": name, "filetype": content_type, **declared})
+    found = models.find_resumable(owner_id, name, push.size, sha256, metadata)
     if found is not None:
         return found
-    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    if sha256 is None and models.has_hashed_unfinished(owner_id, name, push.size):
+        # Perhaps these very bytes, pushed by a client that sent the hash first:
+        # only the hash can tell, so the client is asked for it before any byte.
+        raise HashFirst(ERRORS["hash_first"])
     return storage.start_upload(
         owner_id,
         filename=name,
-        size=size,
+        size=push.size,
         content_type=content_type,
-        # What a tus client would have sent, so HEAD shows the same for either path.
-        metadata=tusmeta.encode({"filename": name, "filetype": content_type, "sha256": sha256}),
+        metadata=metadata,
         expected_sha256=sha256,
     )
 
 
-def _receive(body: _Body) -> TransferFile:
+def _receive(body: _Body, trailer: Callable[[], str] | None) -> TransferFile:
     """:func:`storage.receive`, asking once more if the upload moved on before the lock.
 
     Between looking the upload up and locking it, a connection that had just
     been cut may have recorded its last bytes; the offset it left is the one to use.
     """
     try:
-        return storage.receive(body.upload, body.offset, body)
+        return storage.receive(body.upload, body.offset, body, declared_after=trailer)
     except OffsetMismatch as exc:
         if body.started or exc.expected >= body.upload.size:
             raise
         body.offset, body.remaining = exc.expected, body.upload.size - exc.expected
-        return storage.receive(body.upload, body.offset, body)
+        return storage.receive(body.upload, body.offset, body, declared_after=trailer)

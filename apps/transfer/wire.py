@@ -52,6 +52,7 @@ ERRORS = {
     "conflict": "the upload moved on meanwhile; ask again for the offset",
     "disk_full": "the server's disk is full",
     "expired": "the unfinished upload expired; start again",
+    "hash_first": "an unfinished upload of this name and size exists: send the SHA-256 first",
     "internal": "the server failed; see its log",
     "not_found": "no such file (or not yours)",
     "quota": "the upload does not fit in your quota",

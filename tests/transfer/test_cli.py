@@ -339,18 +339,20 @@ def push_while_changing(
     return Run(proc.returncode, out, err), new_digest
 
 
-def test_a_file_changed_between_attempts_is_checksummed_again_and_sent_anew(
+def test_a_file_changed_between_attempts_is_sent_anew(
     app: Flask, server: tcp.TransferServer, owner: Owner, tmp_path: Path
 ) -> None:
+    """The old version's upload is not resumed: its first 3 MB are never merged into the new."""
     source = tmp_path / "log.txt"
-    old_digest = random_file(source, 10 * 1024 * 1024)
+    random_file(source, 10 * 1024 * 1024)
     run, new_digest = push_while_changing(tmp_path, owner, server.port, source, keep_mtime=False)
     assert run.code == 0, run.err
-    assert "changed since it was checksummed: checksumming it again" in run.err
+    assert "changed since it was first looked at: starting over with it" in run.err
     assert run.summary["sha256"] == new_digest and run.summary["resumed"] is None
-    files = {f.sha256 or f.expected_sha256: f for f in files_of(app, owner)}
-    assert files[new_digest].complete and files[new_digest].id == run.out.strip()
-    assert not files[old_digest].complete  # the old version's bytes were never merged in
+    files = files_of(app, owner)
+    done = [f for f in files if f.complete]
+    assert [(f.id, f.sha256) for f in done] == [(run.out.strip(), new_digest)]
+    assert len(files) == 2  # and the old version's partial upload, left to expire
     pulled = pull_into(tmp_path, owner, run.out.strip(), tmp_path / "c", at(server))
     assert pulled.code == 0 and sha256_of(tmp_path / "c") == new_digest
 
@@ -364,7 +366,7 @@ def test_a_file_changed_with_its_mtime_put_back_is_noticed_too(
     random_file(source, 10 * 1024 * 1024)
     run, new_digest = push_while_changing(tmp_path, owner, server.port, source, keep_mtime=True)
     assert run.code == 0, run.err
-    assert "checksumming it again" in run.err and run.summary["sha256"] == new_digest
+    assert "starting over with it" in run.err and run.summary["sha256"] == new_digest
 
 
 def test_bytes_garbled_on_the_way_exit_5_and_nothing_is_kept(

@@ -38,7 +38,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from apps.transfer.client.errors import EXIT_CODES, EXIT_HELP, ClientError, ExitCode, Retry, reason
+from apps.transfer.client.errors import (
+    EXIT_CODES,
+    EXIT_HELP,
+    ClientError,
+    ExitCode,
+    Retry,
+    TrailerRefused,
+    reason,
+)
 from apps.transfer.client.files import LocalFile, PartFile
 from apps.transfer.client.http import HttpTransport
 from apps.transfer.client.progress import Outcome, Progress, human_size, note, progress_bar, summary
@@ -80,9 +88,13 @@ def push(options: Options, path: Path) -> Outcome:
         ClientError: with the exit code that says why.
     """
     transport = _transport(options)
-    local = _retrying(
-        lambda: LocalFile.measure(path, options.progress), options, Progress(None), "checksumming"
-    )
+
+    def measure() -> LocalFile:
+        if transport.hashes_while_sending:
+            return LocalFile.look(path)
+        return LocalFile.measure(path, options.progress)
+
+    local = _retrying(measure, options, Progress(None), "checksumming")
     started = time.monotonic()
     with progress_bar(local.size, local.name, options.progress) as bar:
         progress = Progress(bar)
@@ -90,14 +102,21 @@ def push(options: Options, path: Path) -> Outcome:
         def attempt() -> tuple[str, str]:
             nonlocal local
             if local.changed():
-                note(f"{path} changed since it was checksummed: checksumming it again")
+                note(f"{path} changed since it was first looked at: starting over with it")
+                bar.clear()
+                was_hashed = local.sha256 is not None
+                local = LocalFile.measure(path, options.progress) if was_hashed else measure()
+                bar.total = local.size
+            try:
+                return transport.push(local, progress)
+            except TrailerRefused as refusal:
+                note(f"the server wants the SHA-256 first ({refusal}): checksumming")
                 bar.clear()
                 local = LocalFile.measure(path, options.progress)
-                bar.total = local.size
-            return transport.push(local, progress)
+                return transport.push(local, progress)
 
         file_id, sha256 = _retrying(attempt, options, progress, f"pushing {path}")
-    if sha256 != local.sha256:
+    if local.sha256 is not None and sha256 != local.sha256:
         raise ClientError(
             f"the server kept a file whose SHA-256 is {sha256}, not {local.sha256}",
             ExitCode.CHECKSUM,
@@ -107,7 +126,7 @@ def push(options: Options, path: Path) -> Outcome:
         path,
         local.name,
         local.size,
-        local.sha256,
+        sha256,
         progress.moved,
         time.monotonic() - started,
         progress.first_offset or 0,

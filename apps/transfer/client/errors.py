@@ -52,6 +52,10 @@ class Retry(Exception):
     """A dropped connection, a busy server, a file that changed: try again (with backoff)."""
 
 
+class TrailerRefused(Exception):
+    """The server wants the SHA-256 before the bytes (it predates the trailer): hash first."""
+
+
 #: Server error codes (apps.transfer.wire.ERRORS) as exit codes; those not listed are worth a retry.
 _EXIT_FOR = {
     "auth_failed": ExitCode.AUTH,

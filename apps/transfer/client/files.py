@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,17 @@ class LocalFile:
     path: Path
     name: str
     size: int
-    sha256: str
+    sha256: str | None  # None: not read yet (the TCP push hashes it while sending)
     identity: tuple[int, ...]  # size, mtime, ctime, inode, device
+
+    @classmethod
+    def look(cls, path: Path) -> LocalFile:
+        """The file as it is now, without reading it."""
+        try:
+            identity = _identity(os.stat(path))
+        except OSError as exc:
+            raise ClientError(f"cannot read {path}: {reason(exc)}") from exc
+        return cls(path, clean_filename(path.name), identity[0], None, identity)
 
     @classmethod
     def measure(cls, path: Path, show_progress: bool) -> LocalFile:
@@ -40,6 +50,15 @@ class LocalFile:
                 raise Retry(f"{path} changed while it was being checksummed")
         return cls(path, clean_filename(path.name), before[0], digest, before)
 
+    @property
+    def version(self) -> str:
+        """This version of the file, in 16 hex digits: a changed file has another.
+
+        A PUSH that sends the SHA-256 only after the bytes names the version
+        instead, so that the server resumes an upload of this version only.
+        """
+        return hashlib.sha256(repr(self.identity).encode()).hexdigest()[:16]
+
     def changed(self) -> bool:
         try:
             return _identity(os.stat(self.path)) != self.identity
@@ -50,6 +69,53 @@ class LocalFile:
 def _identity(st: os.stat_result) -> tuple[int, ...]:
     """What changes when the file does; ctime too, which (unlike mtime) cannot be set back."""
     return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev
+
+
+class FileDigest:
+    """The SHA-256 of a file, read on a thread of its own while the file is being sent.
+
+    Reading and hashing release the GIL, as ``sendfile`` does, so the hash costs
+    the sender no time where a second core is free; the file is read once for
+    both (the page cache serves the second reader), not hashed first and sent after.
+    """
+
+    def __init__(self, path: Path, size: int) -> None:
+        self._digest: str | None = None
+        self._error: OSError | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(path, size), name="transfer-digest", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, path: Path, size: int) -> None:
+        digest = hashlib.sha256()
+        view = memoryview(bytearray(BLOCK_SIZE))
+        left = size
+        try:
+            with open(path, "rb") as f:
+                while left and not self._stop.is_set():
+                    n = f.readinto(view[: min(BLOCK_SIZE, left)])
+                    if not n:
+                        break
+                    digest.update(view[:n])
+                    left -= n
+        except OSError as exc:
+            self._error = exc
+            return
+        self._digest = digest.hexdigest()
+
+    def result(self) -> str:
+        """The hex digest of the first ``size`` bytes (waits for the thread)."""
+        self._thread.join()
+        if self._error is not None:
+            raise Retry(f"reading the file to hash it failed: {reason(self._error)}")
+        assert self._digest is not None
+        return self._digest
+
+    def cancel(self) -> None:
+        """Stop reading (the send failed: the hash is not needed)."""
+        self._stop.set()
 
 
 def _hash_stream(f: BinaryIO, size: int, label: str, show_progress: bool) -> str:

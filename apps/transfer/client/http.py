@@ -26,6 +26,8 @@ TUS_CHUNK = 8 << 20  # bytes per tus PATCH, each with its own Upload-Checksum
 
 
 class HttpTransport:
+    hashes_while_sending = False  # tus finds an upload to resume by the file's SHA-256
+
     """The web server's own endpoints: ``/api/transfer/uploads`` (tus 1.0) and downloads."""
 
     def __init__(self, options: Options) -> None:
@@ -128,6 +130,7 @@ class HttpTransport:
         return file_id, self.stat(file_id).sha256
 
     def _create(self, local: LocalFile) -> str:
+        assert local.sha256 is not None, "push() measures the file for this transport"
         metadata = tusmeta.encode({"filename": local.name, "sha256": local.sha256})
         headers = self._headers(
             **{

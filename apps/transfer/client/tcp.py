@@ -10,8 +10,16 @@ from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
 from apps.transfer import wire
-from apps.transfer.client.errors import ClientError, Retry, for_server_code, reason, untrusted
-from apps.transfer.client.files import LocalFile, PartFile
+from apps.transfer.client.errors import (
+    ClientError,
+    ExitCode,
+    Retry,
+    TrailerRefused,
+    for_server_code,
+    reason,
+    untrusted,
+)
+from apps.transfer.client.files import FileDigest, LocalFile, PartFile
 from apps.transfer.client.progress import Progress
 from apps.transfer.client.transport import Options, Remote, parse_key, tls_context
 from apps.transfer.exceptions import PeerClosed, ProtocolError
@@ -22,6 +30,8 @@ GREETING_TIMEOUT = 10.0  # seconds to wait for the server's challenge
 
 class TcpTransport:
     """The fast path: see ``apps/transfer/PROTOCOL.md``."""
+
+    hashes_while_sending = True  # the SHA-256 goes in a trailer after the bytes
 
     def __init__(self, options: Options) -> None:
         self.options = options
@@ -86,27 +96,54 @@ class TcpTransport:
         _request(sock, {"type": "auth", "key_id": self.key_id, "mac": mac})
 
     def push(self, local: LocalFile, progress: Progress) -> tuple[str, str]:
+        """Send the file; its SHA-256 goes after the bytes unless *local* already knows it.
+
+        Returns the file id and the SHA-256 the server verified.
+        """
+        trailer = local.sha256 is None
+        declared = (
+            {"checksum": "trailer", "version": local.version}
+            if trailer
+            else {"sha256": local.sha256}
+        )
         with self._session() as sock:
-            reply = _request(
-                sock, {"op": "push", "name": local.name, "size": local.size, "sha256": local.sha256}
+            wire.send_message(
+                sock, {"op": "push", "name": local.name, "size": local.size, **declared}
             )
+            reply = wire.read_message(sock)
+            # hash_first: the server may hold an upload of this file that only the hash
+            # finds; bad_request: a server from before the trailer. Either way: hash first.
+            if trailer and reply.get("error") in ("hash_first", "bad_request"):
+                raise TrailerRefused(str(reply.get("message") or reply["error"]))
+            reply = _checked(reply)
             offset = int(reply["offset"])
             progress.start(offset)
-            with open(local.path, "rb") as f:
-                try:
-                    _send_file(sock, f, offset, local.size, progress)
-                except OSError as exc:
-                    _explain_broken_send(sock)
-                    raise Retry(
-                        f"connection lost at byte {progress.position}: {reason(exc)}"
-                    ) from exc
+            digest = FileDigest(local.path, local.size) if trailer else None
             try:
-                done = _request(sock, {})
+                with open(local.path, "rb") as f:
+                    try:
+                        _send_file(sock, f, offset, local.size, progress)
+                    except OSError as exc:
+                        _explain_broken_send(sock)
+                        raise Retry(
+                            f"connection lost at byte {progress.position}: {reason(exc)}"
+                        ) from exc
+                sha256 = digest.result() if digest else local.sha256
+            finally:
+                if digest:
+                    digest.cancel()
+            try:
+                done = _request(sock, {"sha256": sha256} if trailer else {})
             except ClientError as exc:
                 if exc.server_code == "checksum_mismatch" and local.changed():
                     raise Retry(f"{local.path} changed while it was being sent") from exc
                 raise
-        return str(done["file_id"]), str(done["sha256"])
+        if done["sha256"] != sha256:
+            raise ClientError(
+                f"the server kept a file whose SHA-256 is {done['sha256']}, not {sha256}",
+                ExitCode.CHECKSUM,
+            )
+        return str(done["file_id"]), str(sha256)
 
     def stat(self, file_id: str) -> Remote:
         with self._session() as sock:

@@ -38,6 +38,9 @@ class Remote:
 
 
 class Transport(Protocol):
+    #: Whether :meth:`push` takes a file not yet hashed (it hashes while sending).
+    hashes_while_sending: bool
+
     def push(self, local: LocalFile, progress: Progress) -> tuple[str, str]:
         """Send the file (resuming where the server stands); returns (file id, its SHA-256)."""
 
