@@ -26,15 +26,11 @@ both apps:
    (``--breakdown``) where one request's time goes, measured in this process
    with Flask's test client: templates, Redis round trips, SQL, the rest.
 
-2. **Admin user list.** ``--users`` users (default 100,000) are inserted with
-   PyMySQL's ``executemany`` in chunks (one precomputed argon2 hash for all),
-   then, with an admin's session, the median of ``--samples`` sequential
-   requests through the project's gunicorn is timed for a search
-   (``?q=user0999``), a filter (``?active=no``), the first and the last page,
-   next to the median of ``models.list_users()`` alone (in this process, the
-   two SQL statements and nothing else). The statements ``list_users`` runs
-   are captured as it runs them and shown with MariaDB's ``ANALYZE``
-   (``EXPLAIN`` plus the rows really read; plain ``EXPLAIN`` on MySQL).
+2. **Admin user list** (:mod:`bench.admin_list`): ``--users`` users (default
+   100,000; the goal is stated at 1,000,000) are inserted, then each page of the
+   list (first, filters, last, a date jump, searches, other sorts) and the
+   dashboard are timed through gunicorn with an admin's session, next to
+   ``listing.list_users()`` alone with every statement it sends and its plan.
 
 Everything the benchmark makes is removed at the end, also on an error,
 Ctrl-C or SIGTERM: both gunicorns are stopped, the database
@@ -48,10 +44,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
-import math
 import os
-import re
 import secrets
 import statistics
 import sys
@@ -59,7 +52,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -70,10 +62,9 @@ import redis
 import redis.client
 from flask import Flask
 
-from bench import hello_app
+from bench import admin_list, hello_app
 from bench._harness import (
     SESSION_COOKIE,
-    BenchDatabase,
     LoadGenerator,
     LoadResult,
     add_common_arguments,
@@ -81,7 +72,6 @@ from bench._harness import (
     check_common_arguments,
     choose_wrk,
     describe_gunicorn,
-    fmt_ms,
     free_port,
     gunicorn_env,
     gunicorn_server,
@@ -103,10 +93,6 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 LOGIN = "/accounts/login"
 PROFILE = "/accounts/profile"
 USER_LIST = "/admin/accounts/"
-SEARCH = "user0999"
-INSERT_CHUNK = 5000
-CREATED_SPAN = timedelta(days=3 * 365)  # inserted users joined over the last three years
-EXPLAIN_COLUMNS = ("type", "possible_keys", "key", "rows", "r_rows", "Extra")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -205,46 +191,6 @@ def create_accounts(app: Flask, accounts: list[Account]) -> None:
                 hash_password(account.password),
                 is_admin=account.is_admin,
             )
-
-
-def insert_users(app: Flask, database: BenchDatabase, count: int) -> float:
-    """Insert ``count`` users ``user000001``... with one shared hash; returns the seconds taken.
-
-    Every tenth user is deactivated; ``created_at`` grows with the id over
-    :data:`CREATED_SPAN`, the way a table filled over years looks.
-    """
-    from apps.accounts.models import normalize_email, username_key
-    from apps.accounts.passwords import hash_password
-
-    with app.app_context():  # the argon2 cost comes from the app's settings
-        password_hash = hash_password(secrets.token_urlsafe(16))  # one argon2 run, not 100,000
-    width = max(6, len(str(count)))
-    start = datetime.now(UTC).replace(tzinfo=None) - CREATED_SPAN
-    step = CREATED_SPAN / max(count, 1)
-    sql = (
-        "INSERT INTO users (username, username_key, email, password_hash, is_active,"
-        " is_admin, created_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-    )
-    began = time.perf_counter()
-    with contextlib.closing(database.connect()) as con:
-        for first in range(1, count + 1, INSERT_CHUNK):
-            rows = []
-            for n in range(first, min(first + INSERT_CHUNK, count + 1)):
-                name = f"user{n:0{width}d}"
-                email = normalize_email(f"{name}@example.com")
-                active = n % 10 != 0
-                created = start + n * step
-                rows.append(
-                    (name, username_key(name), email, password_hash, active, False, created)
-                )
-            con.begin()
-            with con.cursor() as cursor:
-                cursor.executemany(sql, rows)
-            con.commit()
-        with con.cursor() as cursor:  # the statistics a table that grew slowly would have
-            cursor.execute("ANALYZE TABLE users")
-            cursor.fetchall()
-    return time.perf_counter() - began
 
 
 # -- logging in over HTTP ----------------------------------------------------------------
@@ -346,118 +292,6 @@ def breakdown(
     )
 
 
-# -- the admin user list ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ListUsersTiming:
-    """``models.list_users`` run alone, in this process: its time, its statements' plans."""
-
-    total_ms: list[float]
-    count_ms: list[float]  # its SELECT COUNT(*)
-    rows_ms: list[float]  # its page SELECT
-    plan: list[tuple[str, dict[str, Any]]]  # (statement, ANALYZE/EXPLAIN row)
-    statements: list[str]
-
-
-@dataclass(frozen=True)
-class AdminPage:
-    label: str
-    listed: int  # the total the page shows ("N users")
-    http_ms: list[float]
-    sql: ListUsersTiming
-
-
-def admin_pages(total_users: int) -> list[tuple[str, str, dict[str, Any]]]:
-    """(label, query string, ``UserQuery`` fields the view builds from it)."""
-    from apps.accounts.admin import PER_PAGE
-
-    last = max(1, math.ceil(total_users / PER_PAGE))
-    return [
-        (f"search `q={SEARCH}`", f"?q={SEARCH}", {"search": SEARCH}),
-        ("filter `active=no`", "?active=no", {"active": False}),
-        ("first page", "", {}),
-        (f"last page `page={last}`", f"?page={last}", {"page": last}),
-    ]
-
-
-def time_http(port: int, path: str, sid: str, samples: int) -> tuple[list[float], bytes]:
-    """``samples`` sequential GETs on one keep-alive connection (after one unmeasured)."""
-    headers = {"Cookie": f"{SESSION_COOKIE}={sid}"}
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    times: list[float] = []
-    try:
-        body = b""
-        for i in range(samples + 1):
-            started = time.perf_counter()
-            response = request(port, "GET", path, headers, conn=conn)
-            elapsed = (time.perf_counter() - started) * 1000
-            if response.status != 200:
-                raise RuntimeError(f"GET {path} as admin: {response.status}")
-            body = response.body
-            if i:
-                times.append(elapsed)
-        return times, body
-    finally:
-        conn.close()
-
-
-def _in_ms(into: list[float]) -> Callable[[float], None]:
-    return lambda seconds: into.append(seconds * 1000)
-
-
-def time_list_users(
-    app: Flask, fields: dict[str, Any], samples: int, mariadb: bool
-) -> ListUsersTiming:
-    """``samples`` timed calls of ``list_users``, its statements, and their query plans."""
-    from apps.accounts.admin import PER_PAGE
-    from apps.accounts.models import UserQuery, list_users
-    from project.extensions import db
-
-    query = UserQuery(per_page=PER_PAGE, **fields)  # sort and direction: the view's defaults
-    with app.app_context():
-        with (
-            mock.patch.object(db, "fetch_value", wraps=db.fetch_value) as count_spy,
-            mock.patch.object(db, "fetch_all", wraps=db.fetch_all) as rows_spy,
-        ):
-            list_users(query)
-        statements = [
-            ("COUNT", *count_spy.call_args.args),
-            ("rows", *rows_spy.call_args.args),
-        ]
-        times: list[float] = []
-        count_ms: list[float] = []
-        rows_ms: list[float] = []
-        with (
-            mock.patch.object(db, "fetch_value", _timed(db.fetch_value, _in_ms(count_ms))),
-            mock.patch.object(db, "fetch_all", _timed(db.fetch_all, _in_ms(rows_ms))),
-        ):
-            for _ in range(samples):
-                started = time.perf_counter()
-                list_users(query)
-                times.append((time.perf_counter() - started) * 1000)
-        plan = []
-        for label, sql, params in statements:
-            keyword = "ANALYZE" if mariadb else "EXPLAIN"
-            for row in db.fetch_all(f"{keyword} {sql}", params):
-                plan.append((label, row))
-    return ListUsersTiming(times, count_ms, rows_ms, plan, [sql for _, sql, _ in statements])
-
-
-def measure_admin_pages(
-    app: Flask, port: int, sid: str, total_users: int, samples: int, mariadb: bool
-) -> list[AdminPage]:
-    pages = []
-    for label, query_string, fields in admin_pages(total_users):
-        log(f"admin user list, {label}: {samples} requests")
-        http_ms, body = time_http(port, USER_LIST + query_string, sid, samples)
-        shown = re.search(rb"(\d+) users?</p>", body)
-        listed = int(shown.group(1)) if shown else -1
-        sql = time_list_users(app, fields, samples, mariadb)
-        pages.append(AdminPage(label, listed, http_ms, sql))
-    return pages
-
-
 # -- the benchmark -------------------------------------------------------------------
 
 
@@ -477,7 +311,7 @@ class Report:
     breakdowns: list[Breakdown] | None = None
     users: int = 0
     insert_seconds: float = 0.0
-    admin: list[AdminPage] | None = None
+    admin: list[admin_list.AdminPage] | None = None
 
 
 def server_env(
@@ -582,13 +416,12 @@ def run(args: argparse.Namespace, wrk: str | None) -> Report:
                 if args.users:
                     log(f"inserting {args.users:,} users")
                     report.users = args.users
-                    report.insert_seconds = insert_users(app, database, args.users)
+                    report.insert_seconds = admin_list.insert_users(app, database, args.users)
                     log(f"inserted {args.users:,} users in {report.insert_seconds:.1f} s")
-                    report.admin = measure_admin_pages(
+                    report.admin = admin_list.measure_admin_pages(
                         app,
                         port,
                         admin_sid,
-                        args.users + 2,
                         args.samples,
                         "mariadb" in database.server_version.lower(),
                     )
@@ -647,7 +480,9 @@ def format_report(report: Report, args: argparse.Namespace) -> str:
     if report.breakdowns:
         lines += format_breakdowns(report.breakdowns, args)
     if report.admin is not None:
-        lines += format_admin(report, args)
+        lines += admin_list.format_admin(
+            report.admin, report.users, report.insert_seconds, args.samples
+        )
     return "\n".join(lines)
 
 
@@ -668,50 +503,6 @@ def format_breakdowns(breakdowns: list[Breakdown], args: argparse.Namespace) -> 
             f"| {b.redis_ms:.2f} ({b.redis_calls:g}) | {b.sql_ms:.2f} ({b.sql_calls:g}) "
             f"| {rest:.2f} |"
         )
-    return lines
-
-
-def format_admin(report: Report, args: argparse.Namespace) -> list[str]:
-    assert report.admin is not None
-    lines = [
-        "",
-        f"Admin user list, `{USER_LIST}`: {report.users:,} users inserted "
-        f"({report.insert_seconds:.1f} s) plus the 2 benchmark accounts; median "
-        f"(min-max) of {args.samples} sequential requests through gunicorn, and of "
-        "`models.list_users()` alone (in the benchmark process) with the medians of its "
-        "two statements",
-        "",
-        "| page | users matched | through gunicorn, ms | `list_users()`, ms | COUNT ms "
-        "| page SELECT ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-
-    def spread(values: list[float]) -> str:
-        low, high = fmt_ms(min(values)), fmt_ms(max(values))
-        return f"{fmt_ms(statistics.median(values))} ({low}-{high})"
-
-    for page in report.admin:
-        sql = page.sql
-        lines.append(
-            f"| {page.label} | {page.listed:,} | {spread(page.http_ms)} | {spread(sql.total_ms)} "
-            f"| {fmt_ms(statistics.median(sql.count_ms))} "
-            f"| {fmt_ms(statistics.median(sql.rows_ms))} |"
-        )
-    lines += [
-        "",
-        "Query plans (MariaDB `ANALYZE`: EXPLAIN plus r_rows, the rows really read; "
-        "plain EXPLAIN, without r_rows, on MySQL):",
-        "",
-        "| page | statement | " + " | ".join(EXPLAIN_COLUMNS) + " |",
-        "| --- | --- |" + " --- |" * len(EXPLAIN_COLUMNS),
-    ]
-    for page in report.admin:
-        for statement, row in page.sql.plan:
-            cells = [str(row.get(c, "")) if row.get(c) is not None else "" for c in EXPLAIN_COLUMNS]
-            lines.append(f"| {page.label} | {statement} | " + " | ".join(cells) + " |")
-    lines += ["", "Statements (search, as `list_users` runs them):", "", "```sql"]
-    lines += report.admin[0].sql.statements
-    lines.append("```")
     return lines
 
 
