@@ -35,6 +35,10 @@ SORTS: dict[str, tuple[str, bool]] = {
     "last_login": ("last_login_at", True),
     "id": ("id", False),
 }
+#: Columns with a unique index: no ties, so the id is not part of their order. MariaDB
+#: does not see that (username_key, id) is in the unique index's order and sorted all
+#: million rows for the last page by username (1.6 s); by username_key alone it seeks.
+UNIQUE = {"id", "username_key", "email"}
 #: Below this many estimated matches, the rows are counted exactly (a few ms at most).
 EXACT_COUNT_BELOW = 10_000
 
@@ -157,6 +161,8 @@ def _beyond(sort: str, cursor: Cursor, descending: bool) -> tuple[str, list[Any]
     less = "<" if descending else ">"
     if column == "id":
         return f"id {less} %s", [cursor.id]
+    if column in UNIQUE:
+        return f"{column} {less} %s", [cursor.value]
     if cursor.value is None:  # NULLs come first in ascending order, last in descending
         if descending:
             return f"({column} IS NULL AND id < %s)", [cursor.id]
@@ -173,7 +179,7 @@ def _select(
 ) -> list[User]:
     column = SORTS[sort][0]
     direction = "DESC" if descending else "ASC"
-    order = f"{column} {direction}, id {direction}" if column != "id" else f"id {direction}"
+    order = f"{column} {direction}" if column in UNIQUE else f"{column} {direction}, id {direction}"
     condition = " AND ".join(where) or "1 = 1"
     rows = db.fetch_all(
         f"SELECT {USER_COLUMNS} FROM users WHERE {condition} ORDER BY {order} LIMIT %s",
