@@ -482,6 +482,104 @@ def test_users_who_never_logged_in_page_in_their_place_by_last_login(
         assert listed_usernames(back) == expected[:50], direction
 
 
+def dated_members(count: int) -> None:
+    """``count`` members, ten joining each day at noon from 2026-01-01; every other one
+    deactivated, every third an admin. Call inside an app context."""
+    for n in range(count):
+        user_id = models.create_user(
+            f"member{n:03d}", f"member{n:03d}@example.com", PASSWORD_HASH
+        ).id
+        db.execute(
+            "UPDATE users SET created_at = %s, is_active = %s, is_admin = %s WHERE id = %s",
+            (datetime(2026, 1, 1 + n // 10, 12, 0, 0), n % 2 == 0, n % 3 == 0, user_id),
+        )
+
+
+@pytest.mark.parametrize("filters", ["active=no", "active=yes", "admin=yes", "active=yes&admin=no"])
+def test_filtered_lists_page_in_join_order_and_jump_to_a_date(
+    app: Flask, admin: FlaskClient, filters: str
+) -> None:
+    """Filtered, unsearched lists in join order (MariaDB reads them through the filter's
+    own index, named in the statement): every match once, in order, from any date."""
+    with app.app_context():
+        dated_members(130)
+        rows = db.fetch_all("SELECT username, is_active, is_admin, created_at, id FROM users")
+    wanted = dict(parse_qs(filters))
+    flags = {"yes": True, "no": False}
+
+    def matches(row: dict[str, Any]) -> bool:
+        return all(
+            bool(row[f"is_{name}"]) == flags[wanted[name][0]]
+            for name in ("active", "admin")
+            if name in wanted
+        )
+
+    newest_first = [
+        r["username"]
+        for r in sorted(filter(matches, rows), key=lambda r: (r["created_at"], r["id"]))
+    ][::-1]
+    base = f"/admin/accounts/?{filters}"
+    seen: list[str] = []
+    page = admin.get(base).get_data(as_text=True)
+    pages = [page]
+    while 'rel="next"' in page:
+        seen += listed_usernames(page)
+        page = admin.get(pager_href(page, "Older &rsaquo;")).get_data(as_text=True)
+        pages.append(page)
+    seen += listed_usernames(page)
+    assert seen == newest_first
+    if len(pages) > 1:
+        back = admin.get(pager_href(pages[1], "&lsaquo; Newer")).get_data(as_text=True)
+        assert listed_usernames(back) == newest_first[:50]
+
+    by_the_5th = [r for r in filter(matches, rows) if r["created_at"] < datetime(2026, 1, 6)]
+    jumped = admin.get(f"{base}&joined=2026-01-05").get_data(as_text=True)
+    expected = sorted(by_the_5th, key=lambda r: (r["created_at"], r["id"]), reverse=True)
+    assert listed_usernames(jumped) == [r["username"] for r in expected][:50]
+    assert 'rel="prev"' in jumped
+    older = admin.get(f"{base}&dir=asc&joined=2026-01-05").get_data(as_text=True)
+    from_the_5th = [
+        r["username"]
+        for r in sorted(filter(matches, rows), key=lambda r: (r["created_at"], r["id"]))
+        if r["created_at"] >= datetime(2026, 1, 5)
+    ]
+    assert listed_usernames(older) == from_the_5th[:50]
+
+
+def test_the_list_statements_are_the_ones_that_stay_fast_at_a_million_users(
+    app: Flask, admin: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``python -m bench admin_list`` found at 1,000,000 users (bench/README.md)."""
+    with app.app_context():
+        dated_members(60)
+    statements: list[str] = []
+    for name in ("fetch_all", "fetch_value"):
+        method = getattr(db, name)
+        monkeypatch.setattr(
+            db, name, lambda sql, *a, m=method, **k: statements.append(sql) or m(sql, *a, **k)
+        )
+    mariadb = app.config["DATABASE"].engine == "mysql"
+
+    def select(query: str) -> list[str]:
+        statements.clear()
+        assert admin.get(f"/admin/accounts/?{query}").status_code == 200
+        return [s for s in statements if s.startswith("SELECT") and "FROM users" in s]
+
+    # A unique column alone orders the rows: MariaDB reads "ORDER BY username_key"
+    # from its unique index, "ORDER BY username_key, id" by sorting every row.
+    assert any(s.endswith("ORDER BY username_key DESC LIMIT %s") for s in select("sort=username"))
+    # A filter in join order names its (flag, created_at) index on MariaDB.
+    for query, index in (
+        ("active=no", "users_active_created"),
+        ("admin=yes", "users_admin_created"),
+    ):
+        pages = [s for s in select(f"{query}&joined=2026-01-03") if "ORDER BY" in s]
+        assert pages and all((f"FORCE INDEX ({index})" in s) == mariadb for s in pages)
+    # "Is there a row past this one?" asks without ORDER BY, so the cheapest index answers.
+    checks = [s for s in select("q=member&joined=2026-01-03") if s.startswith("SELECT 1 ")]
+    assert checks and not any("ORDER BY" in s for s in checks)
+
+
 def test_large_counts_are_shown_as_an_estimate_and_small_ones_exactly(
     app: Flask, admin: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
