@@ -26,9 +26,9 @@ TUS_CHUNK = 8 << 20  # bytes per tus PATCH, each with its own Upload-Checksum
 
 
 class HttpTransport:
-    hashes_while_sending = False  # tus finds an upload to resume by the file's SHA-256
-
     """The web server's own endpoints: ``/api/transfer/uploads`` (tus 1.0) and downloads."""
+
+    hashes_while_sending = False  # tus finds an upload to resume by the file's SHA-256
 
     def __init__(self, options: Options) -> None:
         assert options.http is not None

@@ -98,7 +98,8 @@ class TcpTransport:
     def push(self, local: LocalFile, progress: Progress) -> tuple[str, str]:
         """Send the file; its SHA-256 goes after the bytes unless *local* already knows it.
 
-        Returns the file id and the SHA-256 the server verified.
+        Returns the file id and the SHA-256 the server verified (with a trailer,
+        checked here against the hash computed while sending).
         """
         trailer = local.sha256 is None
         declared = (
@@ -138,12 +139,12 @@ class TcpTransport:
                 if exc.server_code == "checksum_mismatch" and local.changed():
                     raise Retry(f"{local.path} changed while it was being sent") from exc
                 raise
-        if done["sha256"] != sha256:
+        if trailer and done["sha256"] != sha256:  # a declared one is checked by push()
             raise ClientError(
                 f"the server kept a file whose SHA-256 is {done['sha256']}, not {sha256}",
                 ExitCode.CHECKSUM,
             )
-        return str(done["file_id"]), str(sha256)
+        return str(done["file_id"]), str(done["sha256"])
 
     def stat(self, file_id: str) -> Remote:
         with self._session() as sock:
