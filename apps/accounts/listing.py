@@ -151,6 +151,10 @@ def _filters(query: UserQuery) -> tuple[list[str], list[Any]]:
     return where, params
 
 
+def _condition(where: list[str]) -> str:
+    return " AND ".join(where) or "1 = 1"
+
+
 def _beyond(sort: str, cursor: Cursor, descending: bool) -> tuple[str, list[Any]]:
     """Rows strictly past *cursor* in the order (sort column, id), both descending or not.
 
@@ -159,9 +163,7 @@ def _beyond(sort: str, cursor: Cursor, descending: bool) -> tuple[str, list[Any]
     """
     column, nullable = SORTS[sort]
     less = "<" if descending else ">"
-    if column == "id":
-        return f"id {less} %s", [cursor.id]
-    if column in UNIQUE_COLUMNS:
+    if column in UNIQUE_COLUMNS:  # no ties (for "id" the value is the id)
         return f"{column} {less} %s", [cursor.value]
     if cursor.value is None:  # NULLs come first in ascending order, last in descending
         if descending:
@@ -204,9 +206,9 @@ def _select(
     order = f"{column} {direction}"
     if column not in UNIQUE_COLUMNS:
         order += f", id {direction}"
-    condition = " AND ".join(where) or "1 = 1"
     rows = db.fetch_all(
-        f"SELECT {USER_COLUMNS} FROM users{hint} WHERE {condition} ORDER BY {order} LIMIT %s",
+        f"SELECT {USER_COLUMNS} FROM users{hint} WHERE {_condition(where)}"
+        f" ORDER BY {order} LIMIT %s",
         [*params, limit],
     )
     return [User.from_row(row) for row in rows]
@@ -222,8 +224,11 @@ def _start_of_day(query: UserQuery) -> Cursor | None:
 
 def count_users(query: UserQuery) -> Count:
     """How many users match the query's search and filters: exact when cheap, else estimated."""
-    where, params = _filters(query)
-    condition = " AND ".join(where) or "1 = 1"
+    return _count(*_filters(query))
+
+
+def _count(where: list[str], params: list[Any]) -> Count:
+    condition = _condition(where)
     if db.engine != "sqlite":
         plan = db.fetch_all(f"EXPLAIN SELECT id FROM users WHERE {condition}", params)
         estimate = max((int(row.get("rows") or 0) for row in plan), default=0)
@@ -253,9 +258,9 @@ def list_users(query: UserQuery) -> UserPage:
         soon; for a search with no match past the cursor that read every row (3 s).
         """
         sql, cursor_params = _beyond(sort, cursor, descending != backward)
-        condition = " AND ".join([*where, sql])
         found = db.fetch_value(
-            f"SELECT 1 FROM users{hint} WHERE {condition} LIMIT 1", [*params, *cursor_params]
+            f"SELECT 1 FROM users{hint} WHERE {_condition([*where, sql])} LIMIT 1",
+            [*params, *cursor_params],
         )
         return found is not None
 
@@ -272,7 +277,7 @@ def list_users(query: UserQuery) -> UserPage:
         at_start = start is None or not users or not more(Cursor.of(users[0], sort), True)
     return UserPage(
         users=users,
-        count=count_users(query),
+        count=_count(where, params),
         newer=None if at_start or not users else Cursor.of(users[0], sort),
         older=None if at_end or not users else Cursor.of(users[-1], sort),
         at_start=at_start,
