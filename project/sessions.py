@@ -94,7 +94,7 @@ def init_sessions(app: Flask, server_session: Session) -> None:
         config["SESSION_TYPE"] = "cachelib"
         cache = MsgpackFileSystemCache(str(directory), threshold=100_000, mode=0o600)
         config["SESSION_CACHELIB"] = cache
-        index = _CacheIndex(cache, index_prefix, lifetime)
+        index = _CacheIndex(cache, index_prefix, lifetime, config["SESSION_KEY_PREFIX"])
     app.extensions["session_index"] = index
     server_session.init_app(app)
     app.session_interface.serializer = StrictMsgpackSerializer(app)  # type: ignore[attr-defined]
@@ -223,10 +223,13 @@ class _CacheIndex:
     # apps too, as two apps of one process may share an instance folder).
     _lock = threading.Lock()
 
-    def __init__(self, cache: FileSystemCache, prefix: str, lifetime: int) -> None:
+    def __init__(
+        self, cache: FileSystemCache, prefix: str, lifetime: int, store_prefix: str
+    ) -> None:
         self.cache = cache
         self.prefix = prefix
         self.lifetime = lifetime
+        self.store_prefix = store_prefix
 
     def put(self, user_id: int, sid: str, entry: IndexEntry) -> None:
         with self._lock:
@@ -238,7 +241,12 @@ class _CacheIndex:
         return dict(self.cache.get(f"{self.prefix}{user_id}") or {})
 
     def entries_with_liveness(self, user_id: int) -> dict[str, tuple[IndexEntry, bool]]:
-        return {sid: (entry, session_exists(sid)) for sid, entry in self.entries(user_id).items()}
+        # As EXISTS on Redis: the session's file is there and unexpired (``has`` reads
+        # its 4-byte expiry, not the session), on every logged-in request.
+        return {
+            sid: (entry, self.cache.has(self.store_prefix + sid))
+            for sid, entry in self.entries(user_id).items()
+        }
 
     def remove(self, user_id: int, sid: str) -> None:
         with self._lock:
@@ -281,9 +289,10 @@ def index_entries(user_id: int) -> dict[str, IndexEntry]:
 def index_entries_with_liveness(user_id: int) -> dict[str, tuple[IndexEntry, bool]]:
     """The user's indexed sessions, each with whether it is still in the store.
 
-    One round trip on Redis. "In the store" means its key exists, where
-    :func:`session_exists` also checks that the value decodes: a value that does
-    not (only someone writing to Redis makes one) is listed as open until it expires.
+    One round trip on Redis, no session read on files. "In the store" means its
+    key exists, where :func:`session_exists` also checks that the value decodes: a
+    value that does not (only someone writing to the store makes one) is listed as
+    open until it expires.
     """
     return _index().entries_with_liveness(user_id)
 
