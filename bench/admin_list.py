@@ -18,7 +18,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from unittest import mock
 
@@ -103,8 +103,6 @@ class AdminPage:
 
 def admin_pages(joined: str) -> list[tuple[str, str, dict[str, Any]]]:
     """(label, query string, the ``UserQuery`` fields the view builds from it)."""
-    from datetime import date
-
     return [
         ("first page (newest)", "", {}),
         ("filter `active=no`", "?active=no", {"active": False}),

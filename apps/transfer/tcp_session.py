@@ -325,6 +325,10 @@ def _is_count(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def _is_sha256(value: Any) -> TypeGuard[str]:
+    return isinstance(value, str) and SHA256_HEX.match(value) is not None
+
+
 @dataclass(frozen=True)
 class _PushRequest:
     name: str
@@ -342,7 +346,7 @@ def _push_fields(request: dict[str, Any]) -> _PushRequest:
         if not isinstance(version, str) or not VERSION_TAG.match(version):
             raise ProtocolError("version must be up to 64 hex digits")
         return _PushRequest(clean_filename(name), size, None, version)
-    if not isinstance(sha256, str) or not SHA256_HEX.match(sha256):
+    if not _is_sha256(sha256):
         raise ProtocolError(
             'push needs the file\'s sha256 as 64 hex digits, or "checksum": "trailer"'
         )
@@ -352,7 +356,7 @@ def _push_fields(request: dict[str, Any]) -> _PushRequest:
 def _read_trailer(sock: socket.socket) -> str:
     """The SHA-256 a client declares after the bytes of a PUSH with ``"checksum": "trailer"``."""
     sha256 = read_message(sock).get("sha256")
-    if not isinstance(sha256, str) or not SHA256_HEX.match(sha256):
+    if not _is_sha256(sha256):
         raise ProtocolError('the trailer must be {"sha256": <64 hex digits>}')
     return sha256
 

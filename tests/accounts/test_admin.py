@@ -374,11 +374,18 @@ def members(numbers: range) -> list[str]:
     return [f"member{n:03d}" for n in numbers]
 
 
+def add_members(count: int) -> list[int]:
+    """Users member000, member001... joined in that order; their ids. In an app context."""
+    return [
+        models.create_user(name, f"{name}@example.com", PASSWORD_HASH).id
+        for name in members(range(count))
+    ]
+
+
 def test_the_user_list_pages_through_120_users_50_at_a_time(app: Flask, admin: FlaskClient) -> None:
     """Pages are found by seeking from the row a link names: next, previous, first and last."""
     with app.app_context():
-        for n in range(120):
-            models.create_user(f"member{n:03d}", f"member{n:03d}@example.com", PASSWORD_HASH)
+        add_members(120)
     base = "/admin/accounts/?q=member&sort=username&dir=asc"
 
     first = admin.get(base).get_data(as_text=True)
@@ -422,10 +429,7 @@ def test_paging_by_join_date_says_newer_and_older_and_jumps_to_a_date(
 ) -> None:
     """Users who joined in the same second stay in order (the id breaks the tie), none lost."""
     with app.app_context():
-        for n in range(110):
-            user_id = models.create_user(
-                f"member{n:03d}", f"member{n:03d}@example.com", PASSWORD_HASH
-            ).id
+        for n, user_id in enumerate(add_members(110)):
             day = 1 + n // 10  # ten users a day, every one of them at noon
             db.execute(
                 "UPDATE users SET created_at = %s WHERE id = %s",
@@ -459,10 +463,7 @@ def test_users_who_never_logged_in_page_in_their_place_by_last_login(
 ) -> None:
     """NULL last logins sort first going up and last going down, and paging keeps them."""
     with app.app_context():
-        for n in range(60):
-            user_id = models.create_user(
-                f"member{n:03d}", f"member{n:03d}@example.com", PASSWORD_HASH
-            ).id
+        for n, user_id in enumerate(add_members(60)):
             if n % 2:  # odd members logged in, at times that grow with n
                 db.execute(
                     "UPDATE users SET last_login_at = %s WHERE id = %s",
@@ -485,10 +486,7 @@ def test_users_who_never_logged_in_page_in_their_place_by_last_login(
 def dated_members(count: int) -> None:
     """``count`` members, ten joining each day at noon from 2026-01-01; every other one
     deactivated, every third an admin. Call inside an app context."""
-    for n in range(count):
-        user_id = models.create_user(
-            f"member{n:03d}", f"member{n:03d}@example.com", PASSWORD_HASH
-        ).id
+    for n, user_id in enumerate(add_members(count)):
         db.execute(
             "UPDATE users SET created_at = %s, is_active = %s, is_admin = %s WHERE id = %s",
             (datetime(2026, 1, 1 + n // 10, 12, 0, 0), n % 2 == 0, n % 3 == 0, user_id),
@@ -587,8 +585,7 @@ def test_large_counts_are_shown_as_an_estimate_and_small_ones_exactly(
 ) -> None:
     """On MariaDB a count past the limit comes from the optimizer's estimate, not a scan."""
     with app.app_context():
-        for n in range(120):
-            models.create_user(f"member{n:03d}", f"member{n:03d}@example.com", PASSWORD_HASH)
+        add_members(120)
     monkeypatch.setattr(listing, "EXACT_COUNT_BELOW", 100)
     page = admin.get("/admin/accounts/?q=member").get_data(as_text=True)
     if app.config["DATABASE"].engine == "sqlite":
