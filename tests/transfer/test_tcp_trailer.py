@@ -114,6 +114,26 @@ def test_a_trailer_push_cut_short_resumes_only_for_the_same_version_of_the_file(
     assert again["ok"] and again["file_id"] == first["upload_id"] and again["sha256"] == digest
 
 
+def test_a_client_that_vanishes_between_the_bytes_and_the_trailer_finishes_next_time(
+    app: Flask, server: tcp.TransferServer, owner: Owner, tmp_path: Path
+) -> None:
+    """Every byte arrived but no hash: nothing is a file yet, and nothing is sent twice."""
+    source = tmp_path / "whole.bin"
+    digest = random_file(source, 1_500_000)
+    with login(server.port, owner) as peer:
+        first = start(peer, source)
+        peer.sock.sendall(source.read_bytes())  # then gone, without the trailer
+    assert received(app, first["upload_id"], 1_500_000) == 1_500_000
+    assert not any(f.complete for f in files_of(app, owner))
+
+    with login(server.port, owner) as peer:
+        again = start(peer, source)
+        assert again["ok"] and again["offset"] == 1_500_000  # nothing left to send
+        peer.send({"sha256": digest})
+        done = peer.read()
+    assert done["ok"] and done["file_id"] == first["upload_id"] and done["sha256"] == digest
+
+
 def test_an_upload_left_by_a_hash_first_client_is_found_by_asking_for_the_hash(
     app: Flask, server: tcp.TransferServer, owner: Owner, tmp_path: Path
 ) -> None:
