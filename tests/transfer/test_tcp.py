@@ -412,11 +412,22 @@ def test_a_push_header_cut_short_or_garbled_stores_nothing(
         {"op": "push", "name": "a", "size": -1, "sha256": "ab" * 32},
         {"op": "push", "name": "a", "size": True, "sha256": "ab" * 32},
         {"op": "push", "name": "a", "size": 10, "sha256": "not hex"},
+        {"op": "push", "name": "a", "size": 10, "checksum": "trailer", "version": "NOT-HEX"},
+        {"op": "push", "name": "a", "size": 10, "checksum": "trailer", "version": "ab" * 33},
         {"op": "pull", "file_id": "0" * 32, "offset": "0"},
         {"op": "delete", "file_id": "0" * 32},
         ["op", "push"],
     ],
-    ids=["negative size", "boolean size", "bad sha256", "string offset", "unknown op", "array"],
+    ids=[
+        "negative size",
+        "boolean size",
+        "bad sha256",
+        "bad trailer version",
+        "trailer version too long",
+        "string offset",
+        "unknown op",
+        "array",
+    ],
 )
 def test_a_malformed_request_is_refused(
     server: tcp.TransferServer, owner: Owner, request_: Any
