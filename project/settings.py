@@ -91,6 +91,11 @@ class Config:
     REGISTER_LIMIT = "10 per hour"  # new accounts per address
     RESET_LIMIT = "3 per hour"  # reset emails per address and per email
     PASSWORD_RESET_SECONDS = 3600
+    # Admins must sign in with a second factor (TOTP) before any /admin/ page opens.
+    ADMIN_REQUIRE_2FA = False
+    # Creating an API key, changing the email or turning the second factor off asks for
+    # a code again when the last one was given longer ago than this.
+    TWO_FACTOR_FRESH_SECONDS = 15 * 60
     # argon2id cost (argon2-cffi's RFC 9106 "low memory" profile); raising it rehashes at login.
     ARGON2_TIME_COST = 3
     ARGON2_MEMORY_KIB = 65536
@@ -161,6 +166,7 @@ class ProductionConfig(Config):
     MAIL_BACKEND = "smtp"
     WEBSOCKET_ECHO = False
     SESSION_COOKIE_SECURE = True
+    ADMIN_REQUIRE_2FA = True
     HSTS_SECONDS = 365 * 24 * 3600
     PREFERRED_URL_SCHEME = "https"
 
@@ -363,6 +369,8 @@ _VARIABLES = {
     "LOGIN_LIMIT_ACCOUNT": _str,
     "LOGIN_LIMIT_ADDRESS": _str,
     "PASSWORD_RESET_SECONDS": _int,
+    "ADMIN_REQUIRE_2FA": _bool,
+    "TWO_FACTOR_FRESH_SECONDS": _int,
     "TRUSTED_PROXIES": _count,
     "SITE_URL": _str,
     "TRUSTED_HOSTS": _list,

@@ -15,7 +15,15 @@ admin_bp = Blueprint("admin", __name__, template_folder="templates")
 
 
 def init_app(app: Flask) -> None:
-    from apps.accounts import admin, apikeys, cli, models, user_sessions, views  # noqa: F401
+    from apps.accounts import (  # noqa: F401
+        admin,
+        apikeys,
+        cli,
+        models,
+        twofactor_views,
+        user_sessions,
+        views,
+    )
     from project.auth import (
         api_key_loader,
         key_secret_loader,

@@ -13,7 +13,7 @@ from typing import Any
 from flask import abort, flash, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from apps.accounts import admin_bp, apikeys, listing, models, user_sessions
+from apps.accounts import admin_bp, apikeys, listing, models, twofactor, user_sessions
 from apps.accounts.exceptions import DuplicateUser, LastAdminError
 from apps.accounts.forms import BULK_ACTIONS, MESSAGES, AdminUserForm, BulkActionForm
 from apps.accounts.login import client_ip
@@ -182,6 +182,7 @@ def user_detail(user_id: int) -> str | Response | tuple[str, int]:
         form=form,
         keys=apikeys.list_keys(user.id),
         sessions=user_sessions.list_sessions(user.id),
+        second_factor=twofactor.get(user.id),
         audit=models.list_audit(target_user_id=user.id, per_page=20)[0],
     ), 400 if form.errors else 200
 
@@ -235,6 +236,22 @@ def end_user_sessions(user_id: int) -> Response:
     ended = user_sessions.end_all_sessions(user.id)
     _audit("admin.end_sessions", user.id, f"{ended} ended")
     flash(f"Ended {ended} session{'s' if ended != 1 else ''} of {user.username}.", "success")
+    return redirect(url_for("admin.user_detail", user_id=user.id))
+
+
+@admin_bp.post("/accounts/<int:user_id>/two-factor/reset")
+@admin_required
+def reset_user_two_factor(user_id: int) -> Response:
+    """Remove the user's second factor (a lost device); their sessions end."""
+    user = _user_or_404(user_id)
+    if twofactor.reset(user.id, actor_id=g.user.id, ip=client_ip()):
+        flash(
+            f"{user.username}'s second factor has been removed and their sessions ended; "
+            "they sign in with the password and can set one up again.",
+            "success",
+        )
+    else:
+        flash(f"{user.username} has no second factor.", "info")
     return redirect(url_for("admin.user_detail", user_id=user.id))
 
 

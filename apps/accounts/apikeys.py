@@ -8,7 +8,7 @@ row; the secret is shown once, at creation, and stored twice:
   The secret is 256 random bits, so a fast hash is enough: there is nothing
   to brute-force.
 * ``secret_encrypted``: the secret under Fernet (AES-128-CBC + HMAC-SHA256)
-  with a key derived from ``SECRET_KEY`` by HKDF. The TCP fast path's
+  with a key derived from ``SECRET_KEY`` (:mod:`apps.accounts.keyring`). The TCP fast path's
   HMAC challenge needs the secret itself, which a hash cannot give back.
   After a ``SECRET_KEY`` rotation the encrypted copies cannot be read, so keys
   made before it stop working on the TCP fast path (HTTP still accepts them,
@@ -17,7 +17,6 @@ row; the secret is shown once, at creation, and stored twice:
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import re
@@ -27,10 +26,8 @@ from datetime import datetime
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from flask import current_app
 
+from apps.accounts import keyring
 from apps.accounts.models import User, get_active_user
 from project.db import utcnow
 from project.extensions import db
@@ -62,11 +59,7 @@ COLUMNS = "id, user_id, key_id, label, created_at, last_used_at, revoked_at"
 
 
 def _fernet() -> Fernet:
-    secret_key = current_app.config["SECRET_KEY"].encode()
-    derived = HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=None, info=b"flaskmono api-key encryption v1"
-    ).derive(secret_key)
-    return Fernet(base64.urlsafe_b64encode(derived))
+    return keyring.fernet(b"flaskmono api-key encryption v1")
 
 
 def _digest(secret: str) -> str:

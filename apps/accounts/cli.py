@@ -154,6 +154,27 @@ def apikey_revoke(user: str, key_id: str) -> None:
     click.echo(f"Revoked {match.key_id}.")
 
 
+@click.group("twofactor")
+def twofactor_group() -> None:
+    """Manage users' second factors (TOTP)."""
+
+
+@twofactor_group.command("reset")
+@click.argument("user")
+@with_appcontext
+def twofactor_reset(user: str) -> None:
+    """Remove USER's second factor (a lost device) and end their sessions."""
+    from apps.accounts import twofactor
+
+    owner = _user(user)
+    if not twofactor.reset(owner.id, actor_id=None, ip="cli"):
+        raise click.ClickException(f"{owner.username} has no second factor")
+    click.echo(
+        f"Second factor removed for {owner.username!r}; their sessions have been ended. "
+        "They sign in with the password and can set up a new one at /accounts/2fa."
+    )
+
+
 def init_cli(app: Flask) -> None:
-    for command in (createsuperuser_command, changepassword_command, apikey_group):
+    for command in (createsuperuser_command, changepassword_command, apikey_group, twofactor_group):
         app.cli.add_command(command)

@@ -35,6 +35,8 @@ MESSAGES = {
     "password_wrong": "Your current password is not correct.",
     "login_failed": "That username or email and password do not match an account.",
     "inactive": "This account has been deactivated. Contact an administrator.",
+    "code_wrong": "That code is not right, or it has been used already.",
+    "code_format": "Enter the 6 digits from your app, or a recovery code like abcde-12345.",
 }
 
 # No "@": a login containing one is looked up as an email address.
@@ -99,6 +101,39 @@ class LoginForm(Form):
     password = PasswordField("Password", PASSWORD, render_kw={"autocomplete": "current-password"})
     remember = BooleanField("Keep me logged in on this device")
     next = HiddenField()
+
+
+CODE = [
+    DataRequired(MESSAGES["required"]),
+    Length(max=20, message=MESSAGES["code_format"]),
+]
+CODE_INPUT = {"autocomplete": "one-time-code", "inputmode": "text", "spellcheck": "false"}
+
+
+class SecondStepForm(Form):
+    """The second sign-in step (and the fresh code sensitive actions ask for)."""
+
+    code = StringField(
+        "Code from your authenticator app, or a recovery code", CODE, render_kw=CODE_INPUT
+    )
+    next = HiddenField()
+
+
+class EnrolForm(Form):
+    code = StringField(
+        "Code shown by the app",
+        [DataRequired(MESSAGES["required"]), Length(max=20, message=MESSAGES["code_format"])],
+        render_kw={**CODE_INPUT, "inputmode": "numeric"},
+    )
+
+
+class DisableTwoFactorForm(Form):
+    password = PasswordField("Password", PASSWORD, render_kw={"autocomplete": "current-password"})
+    code = StringField("Code from your app, or a recovery code", CODE, render_kw=CODE_INPUT)
+
+
+class RecoveryCodesForm(Form):
+    code = StringField("Code from your app", CODE, render_kw=CODE_INPUT)
 
 
 class ProfileForm(Form):

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Response, current_app, make_response, render_template, request
+from flask import Response, current_app, make_response, render_template, request, url_for
 from flask_limiter.util import get_remote_address
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from limits import RateLimitItem, parse_many
@@ -121,9 +121,28 @@ def take_login_attempt(login: str, user_id: int | None) -> LoginAttempt:
     """
     nonce = device_nonce(user_id) if user_id is not None else None
     account = ("login-device", nonce) if nonce else ("login-account", username_key(login)[:150])
+    return _take(account, ("login-address", get_remote_address()))
+
+
+def take_code_attempt(user_id: int) -> LoginAttempt:
+    """Count one second-factor code for *user_id* (and this address) before it is checked.
+
+    The same limits as passwords, in windows of their own: whoever has the password
+    still gets only ``LOGIN_LIMIT_ACCOUNT`` guesses at a code. A browser that completed
+    a sign-in to the account before counts against its device cookie instead.
+
+    Raises:
+        LoginThrottled: a window is full; nothing is counted.
+    """
+    nonce = device_nonce(user_id)
+    account = ("code-device", nonce) if nonce else ("code-account", str(user_id))
+    return _take(account, ("code-address", get_remote_address()))
+
+
+def _take(account: tuple[str, ...], address: tuple[str, ...]) -> LoginAttempt:
     rules = (
         (current_app.config["LOGIN_LIMIT_ACCOUNT"], account),
-        (current_app.config["LOGIN_LIMIT_ADDRESS"], ("login-address", get_remote_address())),
+        (current_app.config["LOGIN_LIMIT_ADDRESS"], address),
     )
     windows = _windows()
     attempt = LoginAttempt()
@@ -167,7 +186,7 @@ def remember_device(response: BaseResponse, user_id: int) -> None:
         DEVICE_COOKIE,
         _device_serializer().dumps(entries),
         max_age=DEVICE_COOKIE_DAYS * 86400,
-        path=request.path,  # sent only with logins
+        path=url_for("accounts.login"),  # sent only with logins (and their second step)
         secure=current_app.config["SESSION_COOKIE_SECURE"],
         httponly=True,
         samesite="Strict",

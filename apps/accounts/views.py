@@ -24,7 +24,7 @@ from flask import (
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.wrappers import Response
 
-from apps.accounts import apikeys, bp, models, throttle, user_sessions
+from apps.accounts import apikeys, bp, models, throttle, twofactor, user_sessions
 from apps.accounts.exceptions import DuplicateUser
 from apps.accounts.forms import (
     MESSAGES,
@@ -39,6 +39,7 @@ from apps.accounts.forms import (
 from apps.accounts.login import client_ip, is_safe_next, log_in, log_out
 from apps.accounts.passwords import hash_password, needs_rehash, verify_password
 from apps.accounts.throttle import register_limits, reset_limits
+from apps.accounts.twofactor_views import begin_second_step, fresh_code_required
 from project.auth import login_required
 from project.background import run_later
 from project.forms import Form
@@ -101,6 +102,10 @@ def login() -> Page:
             attempt.succeeded()
             if stored and needs_rehash(stored):
                 models.store_rehashed_password(user.id, hash_password(form.password.data))
+            if twofactor.is_enrolled(user.id):  # not logged in until a code is given too
+                return begin_second_step(
+                    user, remember=form.remember.data, next_url=form.next.data or ""
+                )
             models.record_login_attempt(form.login.data, user.id, client_ip(), succeeded=True)
             log_in(user, remember=form.remember.data)
             target = form.next.data if is_safe_next(form.next.data) else url_for("core.home")
@@ -138,6 +143,7 @@ def _profile_page(
 
 @bp.route("/profile", methods=["GET", "POST"])
 @login_required
+@fresh_code_required("accounts.profile")
 def profile() -> Page:
     """Your account: email, API keys and where you are logged in."""
     form = ProfileForm(user_id=g.user.id)
@@ -159,6 +165,7 @@ def profile() -> Page:
 
 @bp.post("/profile/keys")
 @login_required
+@fresh_code_required("accounts.profile")
 def create_api_key() -> Page:
     """Create an API key; its secret is shown on this one response and never again."""
     key_form = ApiKeyForm()

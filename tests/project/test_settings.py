@@ -49,6 +49,17 @@ def test_production_hardens_cookies_and_transport(tmp_path: Path) -> None:
     assert config["DEBUG"] is False
 
 
+def test_production_admins_need_a_second_factor_unless_turned_off(tmp_path: Path) -> None:
+    base = {"SECRET_KEY": GOOD_SECRET, "SITE_URL": "https://a.example"}
+    assert settings(tmp_path, "production", **base)["ADMIN_REQUIRE_2FA"] is True
+    assert settings(tmp_path, "development")["ADMIN_REQUIRE_2FA"] is False
+    off = settings(tmp_path, "production", **base, ADMIN_REQUIRE_2FA="0")
+    assert off["ADMIN_REQUIRE_2FA"] is False
+    assert error_of(tmp_path, "production", **base, ADMIN_REQUIRE_2FA="maybe").startswith(
+        "ADMIN_REQUIRE_2FA='maybe' is not a boolean"
+    )
+
+
 def test_production_refuses_to_start_without_site_url(tmp_path: Path) -> None:
     """Stops a production site from building emailed links out of the request's Host."""
     message = error_of(tmp_path, "production", SECRET_KEY=GOOD_SECRET)
