@@ -269,10 +269,14 @@ def csrf_token(html: str) -> str:
     return value.group(1)
 
 
-def log_in(port: int, login: str, password: str) -> str:
+SECOND_STEP_PATH = "/accounts/login/2fa"
+
+
+def log_in(port: int, login: str, password: str, code: Callable[[], str] | None = None) -> str:
     """Log in through the real form (GET, then POST with its CSRF token); the new session id.
 
     A visitor has no session yet: the form's secret comes back in the ``csrf`` cookie.
+    An account with a second factor is then asked for a code, which *code* gives.
     """
     page = request(port, "GET", LOGIN_PATH)
     secret = response_cookie(page, CSRF_COOKIE)
@@ -287,6 +291,22 @@ def log_in(port: int, login: str, password: str) -> str:
     sid = session_cookie(done)
     if done.status != 302 or sid is None:
         raise RuntimeError(f"POST {LOGIN_PATH} as {login}: {done.status}, no new session")
+    if done.headers.get("Location") == SECOND_STEP_PATH:
+        if code is None:
+            raise RuntimeError(f"{login} has a second factor: pass code=")
+        return _second_step(port, login, sid, code())
+    return sid
+
+
+def _second_step(port: int, login: str, pending_sid: str, code: str) -> str:
+    cookie = {"Cookie": f"{SESSION_COOKIE}={pending_sid}"}
+    page = request(port, "GET", SECOND_STEP_PATH, cookie)
+    form = {"csrf_token": csrf_token(page.body.decode()), "code": code}
+    headers = {**cookie, "Content-Type": "application/x-www-form-urlencoded"}
+    done = request(port, "POST", SECOND_STEP_PATH, headers, urlencode(form).encode())
+    sid = session_cookie(done)
+    if done.status != 302 or sid is None:
+        raise RuntimeError(f"POST {SECOND_STEP_PATH} as {login}: {done.status}, no new session")
     return sid
 
 

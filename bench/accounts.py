@@ -57,6 +57,7 @@ from unittest import mock
 
 import jinja2
 import pymysql.cursors
+import pyotp
 import redis
 import redis.client
 from flask import Flask
@@ -177,30 +178,45 @@ class Account:
     is_admin: bool
 
 
-def create_accounts(app: Flask, accounts: list[Account]) -> None:
-    """Create the accounts the benchmark logs in with, as the app does (argon2 hash and all)."""
+def create_accounts(app: Flask, accounts: list[Account]) -> dict[str, str]:
+    """Create the accounts the benchmark logs in with, as the app does (argon2 hash and all).
+
+    Admins get a second factor, as production requires (``ADMIN_REQUIRE_2FA``),
+    confirmed with the code of a minute ago; returns their TOTP secrets by username.
+    """
+    from apps.accounts import twofactor
     from apps.accounts.models import create_user
     from apps.accounts.passwords import hash_password
 
+    secrets_by_user: dict[str, str] = {}
     with app.app_context():
         for account in accounts:
-            create_user(
+            user = create_user(
                 account.username,
                 f"{account.username}@bench.invalid",
                 hash_password(account.password),
                 is_admin=account.is_admin,
             )
+            if account.is_admin:
+                secret = twofactor.pending_secret(user.id)
+                a_minute_ago = time.time() - 60
+                assert twofactor.confirm(
+                    user.id, pyotp.TOTP(secret).at(a_minute_ago), now=a_minute_ago
+                )
+                secrets_by_user[account.username] = secret
+    return secrets_by_user
 
 
 # -- logging in over HTTP ----------------------------------------------------------------
 
 
-def log_in(port: int, account: Account, check_path: str) -> str:
-    """Log in through the real form; the session id, checked on ``check_path``.
+def log_in(port: int, account: Account, check_path: str, totp_secret: str | None = None) -> str:
+    """Log in through the real form (and a code, given a TOTP secret); the session id.
 
     ``check_path`` must then answer 200, not a redirect to the login page.
     """
-    sid = harness_log_in(port, account.username, account.password)
+    code = pyotp.TOTP(totp_secret).now if totp_secret else None
+    sid = harness_log_in(port, account.username, account.password, code)
     check = request(port, "GET", check_path, {"Cookie": f"{SESSION_COOKIE}={sid}"})
     if check.status != 200 or account.username.encode() not in check.body:
         raise RuntimeError(f"GET {check_path} after logging in: {check.status}")
@@ -363,7 +379,7 @@ def run(args: argparse.Namespace, wrk: str | None) -> Report:
             raise RuntimeError(f"settings: {exc}") from None
         try:
             log(f"migrated {database.name}: {', '.join(migrate(app))}")
-            create_accounts(app, [member, admin])
+            totp = create_accounts(app, [member, admin])
             loader = LoadGenerator(wrk, tmpdir, args.connections)
             report = Report(
                 settings=gunicorn_settings(env),
@@ -378,7 +394,7 @@ def run(args: argparse.Namespace, wrk: str | None) -> Report:
 
             with gunicorn_server(OURS, env, port, tmpdir / "ours.log", "/healthz"):
                 member_sid = log_in(port, member, PROFILE)
-                admin_sid = log_in(port, admin, USER_LIST)
+                admin_sid = log_in(port, admin, USER_LIST, totp[admin.username])
                 cookie = {"Cookie": f"{SESSION_COOKIE}={member_sid}"}
                 before = len(prefixed_keys(client, prefix, "session:"))
                 pages = [
