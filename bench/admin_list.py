@@ -111,6 +111,13 @@ def admin_pages(joined: str) -> list[tuple[str, str, dict[str, Any]]]:
         (f"jump `joined={joined}`", f"?joined={joined}", {"joined": date.fromisoformat(joined)}),
         ("search `q=user0999` (few)", "?q=user0999", {"search": "user0999"}),
         ("search `q=user` (all)", "?q=user", {"search": "user"}),
+        ("search `q=user000` (1 %)", "?q=user000", {"search": "user000"}),
+        ("search `q=user00` (10 %)", "?q=user00", {"search": "user00"}),
+        (
+            "search `q=user00`, `active=no`, by username",
+            "?q=user00&active=no&sort=username",
+            {"search": "user00", "active": False, "sort": "username"},
+        ),  # fmt: skip
         (
             "sort username, last page",
             "?sort=username&dir=asc&page=last",

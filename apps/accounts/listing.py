@@ -20,11 +20,14 @@ on both engines; the seek conditions below keep to that order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from flask import current_app
+
 from apps.accounts.models import USER_COLUMNS, User, username_key
+from project.db import OperationalError
 from project.extensions import db
 
 #: sort key in the URL -> (column, whether it may be NULL)
@@ -132,22 +135,42 @@ def _escape_like(text: str) -> str:
     return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
 
 
-def _filters(query: UserQuery) -> tuple[list[str], list[Any]]:
+def _search_terms(search: str) -> list[tuple[str, str]]:
+    """(column, LIKE pattern) for each column a search looks in, matched as it is stored.
+
+    username_key is case-folded, email lower-cased. Usernames have no "@", so a
+    search with one looks at emails only.
+    """
+    terms = [("email", _escape_like(search.lower()) + "%")]
+    if "@" not in search:
+        terms.insert(0, ("username_key", _escape_like(search.casefold()) + "%"))
+    return terms
+
+
+def _search_clause(search: str) -> tuple[str, list[Any]]:
+    terms = _search_terms(search)
+    sql = " OR ".join(f"{column} LIKE %s ESCAPE '!'" for column, _ in terms)
+    return f"({sql})", [pattern for _, pattern in terms]
+
+
+def _flag_filters(query: UserQuery) -> tuple[list[str], list[Any]]:
     where: list[str] = []
     params: list[Any] = []
-    if query.search:
-        # username_key is case-folded, email lower-cased: match each as it is stored.
-        where.append("(username_key LIKE %s ESCAPE '!' OR email LIKE %s ESCAPE '!')")
-        params += [
-            _escape_like(query.search.casefold()) + "%",
-            _escape_like(query.search.lower()) + "%",
-        ]
     if query.active is not None:
         where.append("is_active = %s")
         params.append(query.active)
     if query.admin is not None:
         where.append("is_admin = %s")
         params.append(query.admin)
+    return where, params
+
+
+def _filters(query: UserQuery) -> tuple[list[str], list[Any]]:
+    """The WHERE of the query's search and flags, as one list of conditions."""
+    where, params = _flag_filters(query)
+    if query.search:
+        clause, search_params = _search_clause(query.search)
+        return [clause, *where], [*search_params, *params]
     return where, params
 
 
@@ -198,20 +221,178 @@ def _index_hint(query: UserQuery) -> str:
     return ""
 
 
-def _select(
-    where: list[str], params: list[Any], sort: str, descending: bool, limit: int, hint: str = ""
-) -> list[User]:
-    column = SORTS[sort][0]
+def _order(column: str, descending: bool) -> str:
     direction = "DESC" if descending else "ASC"
     order = f"{column} {direction}"
     if column not in UNIQUE_COLUMNS:
         order += f", id {direction}"
+    return order
+
+
+def _select(
+    where: list[str], params: list[Any], sort: str, descending: bool, limit: int, hint: str = ""
+) -> list[User]:
     rows = db.fetch_all(
         f"SELECT {USER_COLUMNS} FROM users{hint} WHERE {_condition(where)}"
-        f" ORDER BY {order} LIMIT %s",
+        f" ORDER BY {_order(SORTS[sort][0], descending)} LIMIT %s",
         [*params, limit],
     )
     return [User.from_row(row) for row in rows]
+
+
+# -- searches ----------------------------------------------------------------------------------
+#
+# "username or email starts with X" as one query, with OR, defeats MariaDB: it cannot
+# estimate the matches, and either walks the sort order's index hoping to meet them
+# soon (3 s at a million users when they all joined long ago) or reads every matching
+# row to sort them. So each searched column is asked on its own, from a covering index
+# (migration 0007): "the first 51 matches of username_key LIKE 'x%' in this order" is a
+# range of index entries sorted in memory, never a row read (or, sorted by the searched
+# column itself, 51 entries read in order). The two short lists are merged here, and
+# the page's rows fetched by id. The cost follows the number of matches, not the table.
+
+SEARCH_INDEXES = {"username_key": "users_search_username", "email": "users_search_email"}
+#: The index each order is read from when a search is walked in that order.
+ORDER_INDEXES = {
+    "username_key": "users_username_key",
+    "email": "users_email",
+    "created_at": "users_created",
+    "last_login_at": "users_last_login",
+    "id": "PRIMARY",
+}
+#: Rows a walk in the page's order may read before giving up on meeting a page of matches.
+WALK_ROWS = 10_000
+
+
+def _search_hint(column: str) -> str:
+    return "" if db.engine == "sqlite" else f" FORCE INDEX ({SEARCH_INDEXES[column]})"
+
+
+def _in_order(value: Any, row_id: int) -> tuple[Any, ...]:
+    """The SQL order of (sort value, id) in Python: NULLs first, as on both engines."""
+    return (value is not None, value if value is not None else 0, row_id)
+
+
+def _search_select(
+    query: UserQuery, extra: list[str], extra_params: list[Any], descending: bool, limit: int
+) -> list[User]:
+    """The first *limit* users matching the search and filters (and *extra*), in order."""
+    column = SORTS[query.sort][0]
+    flags, flag_params = _flag_filters(query)
+    found: dict[int, Any] = {}
+    for search_column, pattern in _search_terms(query.search):
+        where = [f"{search_column} LIKE %s ESCAPE '!'", *flags, *extra]
+        rows = db.fetch_all(
+            f"SELECT id, {column} AS sort_value FROM users{_search_hint(search_column)}"
+            f" WHERE {_condition(where)} ORDER BY {_order(column, descending)} LIMIT %s",
+            [pattern, *flag_params, *extra_params, limit],
+        )
+        found.update((int(row["id"]), row["sort_value"]) for row in rows)
+    ids = sorted(found, key=lambda i: _in_order(found[i], i), reverse=descending)[:limit]
+    if not ids:
+        return []
+    rows = db.fetch_all(
+        f"SELECT {USER_COLUMNS} FROM users WHERE id IN ({', '.join(['%s'] * len(ids))})", ids
+    )
+    users = {int(row["id"]): User.from_row(row) for row in rows}
+    return [users[i] for i in ids if i in users]
+
+
+def _walk_hint(query: UserQuery) -> str:
+    flags_hint = _index_hint(replace(query, search=""))
+    return flags_hint or f" FORCE INDEX ({ORDER_INDEXES[SORTS[query.sort][0]]})"
+
+
+def _search_walk(
+    query: UserQuery, extra: list[str], extra_params: list[Any], descending: bool, limit: int
+) -> list[User] | None:
+    """A search with many matches, read in the page's order until a page of them is met.
+
+    Where one user in a hundred matches, the sort order's own index meets a page of
+    them within a few thousand rows: faster than sorting the matches (a search for
+    one letter matches tens of thousands). But matches may all lie at the far end of
+    that order (a prefix every early user shares), so the walk stops after
+    :data:`WALK_ROWS` rows (MariaDB's ``LIMIT ... ROWS EXAMINED``); None then, and the
+    matches are sorted after all.
+    """
+    where, params = _filters(query)
+    try:
+        rows = db.fetch_all(
+            f"SELECT {USER_COLUMNS} FROM users{_walk_hint(query)}"
+            f" WHERE {_condition([*where, *extra])}"
+            f" ORDER BY {_order(SORTS[query.sort][0], descending)} LIMIT %s ROWS EXAMINED %s",
+            [*params, *extra_params, limit, WALK_ROWS],
+        )
+    except OperationalError as exc:
+        # MariaDB chose to sort rather than walk (a small table): the cap ended the sort.
+        if "LIMIT ROWS EXAMINED" not in str(exc):
+            raise
+        return None
+    return [User.from_row(row) for row in rows] if len(rows) == limit else None
+
+
+def _search_has_any(query: UserQuery, extra: list[str], extra_params: list[Any]) -> bool:
+    flags, flag_params = _flag_filters(query)
+    for search_column, pattern in _search_terms(query.search):
+        where = [f"{search_column} LIKE %s ESCAPE '!'", *flags, *extra]
+        found = db.fetch_value(
+            f"SELECT 1 FROM users{_search_hint(search_column)} WHERE {_condition(where)} LIMIT 1",
+            [pattern, *flag_params, *extra_params],
+        )
+        if found is not None:
+            return True
+    return False
+
+
+def _search_count(query: UserQuery) -> Count:
+    """How many users the search finds: counted up to :data:`EXACT_COUNT_BELOW`, then guessed.
+
+    The username matches, then the email matches whose username does not match, are
+    counted from the covering indexes (each holds the other column) until the sum
+    reaches the limit: below it the sum is exact; at it, MariaDB's estimate of the
+    column's matches is shown as one. (The email count alone could read every entry
+    of a prefix both columns share, to find none: it only runs when the first is small.)
+    """
+    flags, flag_params = _flag_filters(query)
+    terms = _search_terms(query.search)
+    total = 0
+    for n, (search_column, pattern) in enumerate(terms):
+        hint = _search_hint(search_column)
+        where = [f"{search_column} LIKE %s ESCAPE '!'", *flags]
+        params = [pattern, *flag_params]
+        for other, other_pattern in terms[:n]:  # counted already
+            where.append(f"{other} NOT LIKE %s ESCAPE '!'")
+            params.append(other_pattern)
+        condition = _condition(where)
+        counted = int(
+            db.fetch_value(
+                f"SELECT COUNT(*) FROM (SELECT 1 FROM users{hint} WHERE {condition} LIMIT %s) m",
+                [*params, EXACT_COUNT_BELOW],
+            )
+            or 0
+        )
+        total += counted
+        if total >= EXACT_COUNT_BELOW:  # many: the rest would be read for nothing
+            guess = _estimate(f"SELECT id FROM users{hint} WHERE {condition}", params)
+            return Count(max(guess, total), exact=False)
+    return Count(total, exact=True)
+
+
+def _estimate(sql: str, params: list[Any]) -> int:
+    """MariaDB's guess of the rows *sql* returns."""
+    plan = db.fetch_all(f"EXPLAIN {sql}", params)
+    return max((int(row.get("rows") or 0) for row in plan), default=0)
+
+
+def _is_mariadb() -> bool:
+    """Whether ``LIMIT ... ROWS EXAMINED`` can be said (MariaDB; not MySQL, not SQLite)."""
+    if db.engine != "mysql":
+        return False
+    known = current_app.extensions.get("accounts.mariadb")
+    if known is None:
+        known = "mariadb" in str(db.fetch_value("SELECT VERSION()")).lower()
+        current_app.extensions["accounts.mariadb"] = known
+    return bool(known)
 
 
 def _start_of_day(query: UserQuery) -> Cursor | None:
@@ -224,11 +405,10 @@ def _start_of_day(query: UserQuery) -> Cursor | None:
 
 def count_users(query: UserQuery) -> Count:
     """How many users match the query's search and filters: exact when cheap, else estimated."""
-    return _count(*_filters(query))
-
-
-def _count(where: list[str], params: list[Any]) -> Count:
+    where, params = _filters(query)
     condition = _condition(where)
+    if db.engine != "sqlite" and query.search:
+        return _search_count(query)
     if db.engine != "sqlite":
         plan = db.fetch_all(f"EXPLAIN SELECT id FROM users WHERE {condition}", params)
         estimate = max((int(row.get("rows") or 0) for row in plan), default=0)
@@ -243,13 +423,21 @@ def list_users(query: UserQuery) -> UserPage:
     where, params = _filters(query)
     sort, descending, size = query.sort, query.descending, query.per_page
     hint = _index_hint(query)
+    count = count_users(query)
+    walk = bool(query.search) and not count.exact and _is_mariadb()
 
     def seek(cursor: Cursor | None, backward: bool, limit: int) -> list[User]:
         order = descending != backward
-        if cursor is None:
-            return _select(where, params, sort, order, limit, hint)
-        sql, cursor_params = _beyond(sort, cursor, order)
-        return _select([*where, sql], [*params, *cursor_params], sort, order, limit, hint)
+        sql, cursor_params = _beyond(sort, cursor, order) if cursor else ("", [])
+        extra = [sql] if sql else []
+        if query.search:
+            walked = _search_walk(query, extra, cursor_params, order, limit) if walk else None
+            return (
+                walked
+                if walked is not None
+                else _search_select(query, extra, cursor_params, order, limit)
+            )
+        return _select([*where, *extra], [*params, *cursor_params], sort, order, limit, hint)
 
     def more(cursor: Cursor, backward: bool) -> bool:
         """Whether any row lies past *cursor*: no ORDER BY, so the cheapest index answers.
@@ -258,6 +446,8 @@ def list_users(query: UserQuery) -> UserPage:
         soon; for a search with no match past the cursor that read every row (3 s).
         """
         sql, cursor_params = _beyond(sort, cursor, descending != backward)
+        if query.search:
+            return _search_has_any(query, [sql], cursor_params)
         found = db.fetch_value(
             f"SELECT 1 FROM users{hint} WHERE {_condition([*where, sql])} LIMIT 1",
             [*params, *cursor_params],
@@ -277,7 +467,7 @@ def list_users(query: UserQuery) -> UserPage:
         at_start = start is None or not users or not more(Cursor.of(users[0], sort), True)
     return UserPage(
         users=users,
-        count=_count(where, params),
+        count=count,
         newer=None if at_start or not users else Cursor.of(users[0], sort),
         older=None if at_end or not users else Cursor.of(users[-1], sort),
         at_start=at_start,
