@@ -137,6 +137,7 @@ def _profile_page(
         key_form=key_form or ApiKeyForm(),
         keys=apikeys.list_keys(user.id),
         sessions=user_sessions.list_sessions(user.id),
+        second_factor=twofactor.is_enrolled(user.id),
         new_key=new_key,
     ), status
 

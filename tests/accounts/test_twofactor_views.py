@@ -183,10 +183,15 @@ def test_enrolment_needs_a_right_code_and_ends_other_sessions(
     with app.app_context():
         assert not twofactor.is_enrolled(int(db.fetch_value("SELECT id FROM users")))
     assert whoami(other) == "alice"
+    assert re.search(
+        r'id="second-factor">off\b', client.get("/accounts/profile").get_data(as_text=True)
+    )
     assert post(client, "/accounts/2fa", code=code(secret)).status_code == 200
     assert whoami(other) is None  # it signed in with the password alone
     assert whoami(client) == "alice"
     assert "Turn off" in client.get("/accounts/2fa").get_data(as_text=True)
+    profile = client.get("/accounts/profile").get_data(as_text=True)
+    assert re.search(r'id="second-factor">on\b', profile)
 
 
 def test_turning_it_off_needs_the_password_and_a_code(
