@@ -18,7 +18,11 @@ dominate, every receiver writing the bytes to a file and hashing them:
     ``tuspy`` client, 64 MiB chunks;
 (e) **HTTP download** through gunicorn, whole and ranged (``Range: bytes=1-``,
     which werkzeug alone would send in 8 KiB blocks), read with ``http.client``
-    into a 1 MiB buffer, written and SHA-256'd.
+    into a 1 MiB buffer, written and SHA-256'd. In each round they run in the
+    order whole, ranged, ranged, whole, and the other way round in the next; with
+    ``--cold`` the stored file's pages are dropped from the page cache
+    (``posix_fadvise(DONTNEED)``) before each, which only means something off
+    tmpfs (``--no-tmpfs``): the report then says how many pages stayed.
 
 Each is run ``--rounds`` times (3); the table gives the median MB/s (and all
 runs), then the issue's ratios (c)/(a), (c)/(b), (d)/(a), (e)/(a). Every
@@ -330,6 +334,58 @@ def http_download(stack: Stack, file_id: str, target: Path, start: int = 0) -> t
     return time.perf_counter() - started, digest.hexdigest()
 
 
+def drop_cached_pages(root: Path) -> int:
+    """Ask the kernel to drop the cached pages of every file under *root*; pages left after.
+
+    tmpfs pages are the files themselves and cannot be dropped; on a disk the
+    next read comes from the disk ("cold").
+    """
+    left = 0
+    for path in root.rglob("*"):
+        if not path.is_file():
+            continue
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            left += _resident_pages(fd, path.stat().st_size)
+        finally:
+            os.close(fd)
+    return left
+
+
+def _resident_pages(fd: int, size: int) -> int:
+    """Pages of the open file in the page cache (mincore over a read-only mapping)."""
+    import ctypes
+    import mmap
+
+    if size == 0:
+        return 0
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_int,
+        ctypes.c_long,
+    ]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    if address in (None, ctypes.c_void_p(-1).value):
+        return -1
+    try:
+        pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+        vector = ctypes.create_string_buffer(pages)
+        if libc.mincore(ctypes.c_void_p(address), size, vector) != 0:
+            return -1
+        return sum(byte & 1 for byte in vector.raw)
+    finally:
+        libc.munmap(ctypes.c_void_p(address), size)
+
+
 # -- the run ---------------------------------------------------------------------------
 
 
@@ -342,6 +398,8 @@ def run(args: argparse.Namespace) -> dict[str, Result]:
     size = args.size * BLOCK
     mb = size / 1e6
     root = TMPFS if TMPFS.is_dir() and not args.no_tmpfs else Path(tempfile.gettempdir())
+    if args.no_tmpfs and args.dir:
+        root = args.dir
     free = shutil.disk_usage(root).free
     if free < 5 * size:
         raise RuntimeError(
@@ -366,6 +424,10 @@ def run(args: argparse.Namespace) -> dict[str, Result]:
         sha256 = make_file(source, size)
         md5 = file_digest(source, "md5")
         received = workdir / "received.bin"
+        by_position: dict[tuple[str, bool], list[float]] = {
+            (key, ends): [] for key in ("get", "range") for ends in (True, False)
+        }
+        cache_left: list[int] = []
         with app_stack(args, workdir) as stack:
             for round_ in range(1, args.rounds + 1):
                 log(f"round {round_}/{args.rounds}")
@@ -387,15 +449,52 @@ def run(args: argparse.Namespace) -> dict[str, Result]:
 
                 seconds, tus_id = tus_upload(stack, source)
                 results["tus"].runs.append(mb / seconds)
-                seconds, digest = http_download(stack, tus_id, received)
-                check("tus/get", digest, sha256)
-                results["get"].runs.append(mb / seconds)
-                seconds, _ = http_download(stack, tus_id, received, start=1)
-                results["range"].runs.append((size - 1) / 1e6 / seconds)
+                order = ("get", "range", "range", "get")
+                if round_ % 2 == 0:  # every other round the ranged one goes first
+                    order = ("range", "get", "get", "range")
+                for position, key in enumerate(order):
+                    if args.cold:
+                        cache_left.append(drop_cached_pages(workdir / "media"))
+                    start = 1 if key == "range" else 0
+                    seconds, digest = http_download(stack, tus_id, received, start=start)
+                    if not start:
+                        check("tus/get", digest, sha256)
+                    results[key].runs.append((size - start) / 1e6 / seconds)
+                    by_position[(key, position == 0)].append((size - start) / 1e6 / seconds)
                 received.unlink()
                 delete_files(stack, [file_id, tus_id])
         print(report(results, args, root))
+        print(download_orders(by_position, results["raw"].median, args, cache_left))
     return results
+
+
+def download_orders(
+    by_position: dict[tuple[str, bool], list[float]],
+    raw: float,
+    args: argparse.Namespace,
+    cache_left: list[int],
+) -> str:
+    """Whole and ranged downloads, first after the upload or later (the order alternates)."""
+    cache = "warm (just uploaded)"
+    if args.cold:
+        cache = f"cold: cache dropped before each ({max(cache_left, default=0)} pages stayed)"
+    lines = [
+        "",
+        "Downloads in the order whole, ranged, ranged, whole (odd rounds) or ranged, whole,"
+        f" whole, ranged (even rounds); page cache {cache}",
+        "",
+        "| download | first after the upload, MB/s | later, MB/s | / raw, all |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for key, label in (("get", "whole"), ("range", "ranged")):
+        ends, middle = by_position[(key, True)], by_position[(key, False)]
+        everything = ends + middle
+        lines.append(
+            f"| {label} | {statistics.median(ends) if ends else 0:.0f} "
+            f"| {statistics.median(middle) if middle else 0:.0f} "
+            f"| {statistics.median(everything) / raw if everything else 0:.2f}x |"
+        )
+    return "\n".join(lines)
 
 
 def delete_files(stack: Stack, ids: list[str]) -> None:
@@ -447,6 +546,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2)")
     parser.add_argument("--threads", type=int, default=4, help="gunicorn threads (default 4)")
     parser.add_argument("--no-tmpfs", action="store_true", help="use the temp dir, not /dev/shm")
+    parser.add_argument(
+        "--cold",
+        action="store_true",
+        help="drop the stored file from the page cache before each download (needs --no-tmpfs)",
+    )
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="where the files go with --no-tmpfs (a disk)"
+    )
     parser.add_argument(
         "--mysql-url",
         default=os.environ.get("BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306/mysql"),
