@@ -34,6 +34,8 @@ class User:
     is_admin: bool
     created_at: datetime
     last_login_at: datetime | None
+    # Known when the user was read one at a time (get_user...), not in lists: False there.
+    has_second_factor: bool = False
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> User:
@@ -45,17 +47,25 @@ class User:
             is_admin=bool(row["is_admin"]),
             created_at=row["created_at"],
             last_login_at=row["last_login_at"],
+            has_second_factor=bool(row.get("has_second_factor")),
         )
 
 
 USER_COLUMNS = "id, username, email, is_active, is_admin, created_at, last_login_at"
+#: One user with whether a second factor is on, in the same round trip (login, every
+#: logged-in request's user, the admin gate).
+_ONE_USER = (
+    "SELECT u.id, u.username, u.email, u.is_active, u.is_admin, u.created_at,"
+    " u.last_login_at, t.confirmed_at IS NOT NULL AS has_second_factor"
+    " FROM users u LEFT JOIN two_factor t ON t.user_id = u.id"
+)
 
 
 # -- users -------------------------------------------------------------------------------
 
 
 def get_user(user_id: int) -> User | None:
-    row = db.fetch_one(f"SELECT {USER_COLUMNS} FROM users WHERE id = %s", (user_id,))
+    row = db.fetch_one(f"{_ONE_USER} WHERE u.id = %s", (user_id,))
     return User.from_row(row) if row else None
 
 
@@ -69,10 +79,10 @@ def get_user_by_login(login: str) -> User | None:
     """Find a user by username (any case) or by email."""
     login = login.strip()
     if "@" in login:
-        sql = f"SELECT {USER_COLUMNS} FROM users WHERE email = %s"
+        sql = f"{_ONE_USER} WHERE u.email = %s"
         row = db.fetch_one(sql, (normalize_email(login),))
     else:
-        sql = f"SELECT {USER_COLUMNS} FROM users WHERE username_key = %s"
+        sql = f"{_ONE_USER} WHERE u.username_key = %s"
         row = db.fetch_one(sql, (username_key(login),))
     return User.from_row(row) if row else None
 

@@ -104,7 +104,7 @@ def fresh_code_required(back: str) -> Callable[[F], F]:
         @wraps(view)
         def wrapped(*args: Any, **kwargs: Any) -> Any:
             user = g.get("user")
-            if request.method != "POST" or user is None or not twofactor.is_enrolled(user.id):
+            if request.method != "POST" or user is None or not user.has_second_factor:
                 return view(*args, **kwargs)
             if g.get("auth_method") != "session":
                 abort(403)
@@ -127,7 +127,7 @@ def require_second_factor() -> Response | None:
     if g.get("auth_method") != "session":
         abort(403)
     back = request.full_path.rstrip("?")
-    if not twofactor.is_enrolled(user.id):
+    if not user.has_second_factor:
         flash("Admin pages need a second factor: set one up first.", "warning")
         return redirect(url_for("accounts.two_factor", next=back))
     if session.get(FRESH_KEY) is None:  # this session began before the factor was added
@@ -166,7 +166,7 @@ def second_step() -> Page:
         flash("Log in again: the sign-in took too long or was not started.", "info")
         return redirect(url_for("accounts.login"))
     user = g.user or pending[0]  # type: ignore[index]
-    if g.user is not None and not twofactor.is_enrolled(user.id):
+    if g.user is not None and not user.has_second_factor:
         return redirect(url_for("accounts.two_factor"))
     form = SecondStepForm()
     if request.method == "GET":

@@ -24,7 +24,7 @@ from flask import (
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from werkzeug.wrappers import Response
 
-from apps.accounts import apikeys, bp, models, throttle, twofactor, user_sessions
+from apps.accounts import apikeys, bp, models, throttle, user_sessions
 from apps.accounts.exceptions import DuplicateUser
 from apps.accounts.forms import (
     MESSAGES,
@@ -102,7 +102,7 @@ def login() -> Page:
             attempt.succeeded()
             if stored and needs_rehash(stored):
                 models.store_rehashed_password(user.id, hash_password(form.password.data))
-            if twofactor.is_enrolled(user.id):  # not logged in until a code is given too
+            if user.has_second_factor:  # not logged in until a code is given too
                 return begin_second_step(
                     user, remember=form.remember.data, next_url=form.next.data or ""
                 )
@@ -137,7 +137,7 @@ def _profile_page(
         key_form=key_form or ApiKeyForm(),
         keys=apikeys.list_keys(user.id),
         sessions=user_sessions.list_sessions(user.id),
-        second_factor=twofactor.is_enrolled(user.id),
+        second_factor=user.has_second_factor,
         new_key=new_key,
     ), status
 
