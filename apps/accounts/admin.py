@@ -7,13 +7,12 @@ Every change is written to the audit log with who, what, whom, when and from whe
 from __future__ import annotations
 
 from datetime import date
-from math import ceil
 from typing import Any
 
 from flask import abort, flash, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from apps.accounts import admin_bp, apikeys, listing, models, twofactor, user_sessions
+from apps.accounts import admin_bp, apikeys, audit_log, listing, models, twofactor, user_sessions
 from apps.accounts.exceptions import DuplicateUser, LastAdminError
 from apps.accounts.forms import BULK_ACTIONS, MESSAGES, AdminUserForm, BulkActionForm
 from apps.accounts.login import client_ip
@@ -28,10 +27,6 @@ FLAGS = {"": None, "yes": True, "no": False}
 
 def _audit(action: str, target: int | None = None, detail: str = "") -> None:
     models.audit(action, actor_id=g.user.id, target_user_id=target, detail=detail, ip=client_ip())
-
-
-def _page_number() -> int:
-    return max(1, request.args.get("page", 1, type=int) or 1)
 
 
 @admin_bp.get("/")
@@ -183,7 +178,7 @@ def user_detail(user_id: int) -> str | Response | tuple[str, int]:
         keys=apikeys.list_keys(user.id),
         sessions=user_sessions.list_sessions(user.id),
         second_factor=twofactor.get(user.id),
-        audit=models.list_audit(target_user_id=user.id, per_page=20)[0],
+        audit=audit_log.page(target_user_id=user.id, per_page=20).rows,
     ), 400 if form.errors else 200
 
 
@@ -267,23 +262,25 @@ def revoke_user_key(user_id: int, key_pk: int) -> Response:
     return redirect(url_for("admin.user_detail", user_id=user.id))
 
 
-@admin_bp.get("/audit/")
+@admin_bp.get("/audit/", endpoint="audit_log")
 @admin_required
-def audit_log() -> str:
-    """The audit log, newest first, filterable by action and by user."""
+def audit_log_page() -> str:
+    """The audit log, newest first, filterable by action and by user, paged by seeking."""
     action = request.args.get("action", "")
     target = request.args.get("user", type=int)
-    rows, total = models.list_audit(
-        action=action, target_user_id=target, page=_page_number(), per_page=PER_PAGE
+    page = audit_log.page(
+        action,
+        target,
+        after=_cursor("after", "created"),
+        before=_cursor("before", "created"),
+        oldest=request.args.get("page") == "last",
+        per_page=PER_PAGE,
     )
     return render_template(
         "accounts/admin/audit.html",
-        rows=rows,
-        total=total,
-        actions=models.audit_actions(),
+        page=page,
+        actions=audit_log.actions(),
         action=action,
         target=target,
-        page=_page_number(),
-        pages=max(1, ceil(total / PER_PAGE)),
-        args=request.args.to_dict(),
+        args={k: v for k, v in request.args.items() if k in ("action", "user") and v},
     )

@@ -249,37 +249,6 @@ def audit(
     )
 
 
-def list_audit(
-    action: str = "", target_user_id: int | None = None, page: int = 1, per_page: int = 50
-) -> tuple[list[dict[str, Any]], int]:
-    where: list[str] = ["1 = 1"]
-    params: list[Any] = []
-    if action:
-        where.append("a.action = %s")
-        params.append(action)
-    if target_user_id:
-        where.append("a.target_user_id = %s")
-        params.append(target_user_id)
-    condition = " AND ".join(where)
-    count_sql = f"SELECT COUNT(*) FROM audit_log a WHERE {condition}"
-    total = int(db.fetch_value(count_sql, params) or 0)
-    rows = db.fetch_all(
-        "SELECT a.id, a.action, a.detail, a.ip, a.created_at, a.actor_id, a.target_user_id,"
-        " actor.username AS actor_name, target.username AS target_name"
-        " FROM audit_log a LEFT JOIN users actor ON actor.id = a.actor_id"
-        " LEFT JOIN users target ON target.id = a.target_user_id"
-        f" WHERE {condition} ORDER BY a.created_at DESC, a.id DESC LIMIT %s OFFSET %s",
-        [*params, per_page, (max(page, 1) - 1) * per_page],
-    )
-    return rows, total
-
-
-def audit_actions() -> list[str]:
-    return [
-        r["action"] for r in db.fetch_all("SELECT DISTINCT action FROM audit_log ORDER BY action")
-    ]
-
-
 def record_login_attempt(login: str, user_id: int | None, ip: str, succeeded: bool) -> None:
     db.execute(
         "INSERT INTO login_attempts (username_key, user_id, ip, succeeded, created_at)"

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from apps.accounts import apikeys, models
+from apps.accounts import apikeys, audit_log, models
 from apps.accounts.passwords import hash_password, verify_password
 from project import create_app
 from project.extensions import db
@@ -182,7 +182,7 @@ def test_createsuperuser_from_a_script_makes_an_admin_who_can_log_in(
     assert log_in(client, "root_admin", STRONG).status_code == 302
     assert client.get("/admin/").status_code == 200
     with app.app_context():
-        rows, _ = models.list_audit(action="user.createsuperuser")
+        rows = audit_log.page(action="user.createsuperuser").rows
     assert [(r["target_user_id"], r["ip"]) for r in rows] == [(admin.id, "cli")]
 
 
