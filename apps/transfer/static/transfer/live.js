@@ -12,6 +12,9 @@
   const list = document.getElementById("uploads");
   const rowTemplate = document.getElementById("upload-row");
   const remote = new Map(); // upload id -> {element, sampleAt, sampleBytes, speed}
+  // Uploads that became files or failed. A worker that took an earlier chunk may send its
+  // last offset after another sent the file: events of one upload can come out of order.
+  const settled = new Set();
   let attempt = 0;
   let opened = false;
 
@@ -97,12 +100,13 @@
 
   function handle(data) {
     if (data.type === "transfer.progress") {
-      if (ownRow(data.upload)) return;
+      if (settled.has(data.upload) || ownRow(data.upload)) return;
       const row = remoteRow(data.upload, data.name);
       if (row.element.dataset.state !== "uploading") setState(row, "uploading", "arriving from elsewhere…");
       showProgress(row, data.offset, data.length);
       if (data.offset === data.length) part(row.element, "status").textContent = "checking…";
     } else if (data.type === "transfer.complete") {
+      settled.add(data.file.id);
       const row = remote.get(data.file.id);
       if (row) {
         showProgress(row, data.file.size, data.file.size);
@@ -120,6 +124,7 @@
         part(row.element, "message").textContent = cut > 0 ? data.message.slice(cut + 2) : data.message;
         return;
       }
+      settled.add(data.upload);
       if (ownRow(data.upload)) return;
       const row = remote.get(data.upload);
       if (row) {
