@@ -174,15 +174,15 @@ def test_an_expired_upload_removed_by_cleanup_is_a_failure(owner_factory: OwnerF
 def test_a_fast_upload_sends_four_progress_events_a_second_and_the_last(
     app: Flask, owner: Owner, me: ClientConnection
 ) -> None:
-    """Stops a fast upload flooding the broker: storage reports every megabyte (here 200 a
-    second); the pages get at most 4 a second of them, and the last offset always."""
-    size = 300 * MiB
+    """Stops a fast upload flooding the broker: storage reports every megabyte (here about 80
+    a second); the pages get at most 4 a second of them, and the last offset always."""
+    size = 160 * MiB
     with app.app_context():
         upload = storage.start_upload(owner.user_id, filename="fast.bin", size=size)
     block = b"x" * MiB
 
     def reader(view: memoryview) -> int:
-        time.sleep(0.005)
+        time.sleep(0.012)
         view[: len(block)] = block
         return len(block)
 
