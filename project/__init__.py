@@ -35,7 +35,7 @@ def create_app(
     app = Flask(__name__, instance_path=str(instance_path), instance_relative_config=True)
     app.config.from_mapping(config)
 
-    from project import errors, hooks, sessions, views, websocket
+    from project import errors, hooks, live, sessions, views, websocket
     from project.extensions import csrf, db, init_limiter, init_redis, server_session
     from project.redact import install_log_redaction
 
@@ -57,6 +57,7 @@ def create_app(
     app.register_blueprint(views.bp)
     views.add_nav_item(app, "Home", "core.home")
     websocket.init_app(app)
+    live.init_app(app)
 
     for dotted in app.config["INSTALLED_APPS"]:
         module = importlib.import_module(dotted)

@@ -13,6 +13,7 @@ something that opens a session.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,7 +26,7 @@ import redis
 from flask import Flask, current_app, session
 
 from project.broker import get_broker
-from project.websocket import CloseCode, PreparedText, WebSocket
+from project.websocket import CloseCode, ConnectionClosed, PreparedText, WebSocket
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +49,23 @@ def revoke_session(sid: str, reason: str = "session ended") -> None:
         log.warning("could not announce an ended session: %s", exc)
 
 
-def revocable(handler: Callable[[WebSocket], None]) -> Callable[[WebSocket], None]:
+#: Turns the reason a session ended into the last text frame its socket gets.
+Farewell = Callable[[str], str]
+
+
+def revocable(
+    handler: Callable[[WebSocket], None], farewell: Farewell | None = None
+) -> Callable[[WebSocket], None]:
     """*handler* for a socket of this request's session: closed (1008) when it ends.
 
+    With *farewell*, the socket is first sent ``farewell(reason)``, so a page
+    can say why rather than guess from the close code (``ws /ws/me`` does).
     Call in the view, where the session is known; pass the result to ``serve``.
     """
     sid: str = session.sid  # type: ignore[attr-defined]  # Flask-Session's id
 
     def run(ws: WebSocket) -> None:
-        stop = watch(ws, sid)
+        stop = watch(ws, sid, farewell)
         try:
             handler(ws)
         finally:
@@ -71,22 +80,23 @@ class _Watch:
     def __init__(self, app: Flask) -> None:
         self.app = app
         self._lock = threading.Lock()
-        self._sockets: dict[str, set[WebSocket]] = defaultdict(set)
+        # session handle -> its sockets here, each with its farewell (or None)
+        self._sockets: dict[str, dict[WebSocket, Farewell | None]] = defaultdict(dict)
         self._subscribed = False  # one subscription per process, for its lifetime
 
-    def add(self, ws: WebSocket, sid: str) -> Callable[[], None]:
+    def add(self, ws: WebSocket, sid: str, farewell: Farewell | None) -> Callable[[], None]:
         tag = session_handle(sid)
         with self._lock:
             if not self._subscribed:
                 get_broker(self.app).subscribe(TOPIC, self._revoked)
                 self._subscribed = True
-            self._sockets[tag].add(ws)
+            self._sockets[tag][ws] = farewell
 
         def remove() -> None:
             with self._lock:
                 sockets = self._sockets.get(tag)
                 if sockets is not None:
-                    sockets.discard(ws)
+                    sockets.pop(ws, None)
                     if not sockets:
                         del self._sockets[tag]
 
@@ -100,15 +110,21 @@ class _Watch:
             log.warning("ignored a malformed revocation: %.100r", message.text)
             return
         with self._lock:
-            sockets = list(self._sockets.get(tag, ()))
-        for ws in sockets:
+            sockets = list(self._sockets.get(tag, {}).items())
+        for ws, farewell in sockets:
+            if farewell is not None:
+                with contextlib.suppress(ConnectionClosed):  # closing anyway
+                    ws.send(farewell(reason))
             ws.close(CloseCode.POLICY_VIOLATION, reason)
 
 
-def watch(ws: WebSocket, sid: str) -> Callable[[], None]:
-    """Close *ws* when session *sid* is revoked; returns the function that stops watching."""
+def watch(ws: WebSocket, sid: str, farewell: Farewell | None = None) -> Callable[[], None]:
+    """Close *ws* when session *sid* is revoked (after *farewell*, if given).
+
+    Returns the function that stops watching.
+    """
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     watcher: _Watch | None = app.extensions.get("revocation")
     if watcher is None:
         watcher = app.extensions.setdefault("revocation", _Watch(app))
-    return watcher.add(ws, sid)
+    return watcher.add(ws, sid, farewell)

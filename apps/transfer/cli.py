@@ -144,6 +144,13 @@ def transfer_server(host: str | None, port: int | None) -> None:
         " timeout)",
         err=True,
     )
+    if app.extensions.get("redis") is None:
+        # The in-process broker reaches only this process's sockets, and no page is served here.
+        click.echo(
+            "no REDIS_URL: pushes to this server are not shown live on pages (ws /ws/me);"
+            " live events between processes need Redis",
+            err=True,
+        )
     tcp.serve(server)
     click.echo("transfer server stopped", err=True)
 

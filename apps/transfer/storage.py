@@ -37,12 +37,13 @@ from typing import Any, BinaryIO
 
 from flask import current_app
 
-from apps.transfer import models
+from apps.transfer import events, models
 from apps.transfer.blocks import BLOCK_SIZE, HashingThread, Reader, fill, fsync_dir
 from apps.transfer.exceptions import (
     ChecksumMismatch,
     FileCorrupt,
     OffsetMismatch,
+    QuotaExceeded,
     StorageFull,
     UploadBusy,
     UploadExpired,
@@ -94,20 +95,24 @@ def start_upload(
         UploadTooLong: *size* is over ``TRANSFER_MAX_FILE_SIZE``.
     """
     config = current_app.config
-    if size > config["TRANSFER_MAX_FILE_SIZE"]:
-        raise UploadTooLong(
-            f"files may be at most {config['TRANSFER_MAX_FILE_SIZE']} bytes; this one is {size}"
+    try:
+        if size > config["TRANSFER_MAX_FILE_SIZE"]:
+            raise UploadTooLong(
+                f"files may be at most {config['TRANSFER_MAX_FILE_SIZE']} bytes; this one is {size}"
+            )
+        upload = models.create(
+            owner_id,
+            filename=filename,
+            content_type=content_type,
+            size=size,
+            metadata=metadata,
+            expected_sha256=expected_sha256,
+            quota=config["TRANSFER_USER_QUOTA"],
+            expiry_seconds=config["TRANSFER_UPLOAD_EXPIRY"],
         )
-    upload = models.create(
-        owner_id,
-        filename=filename,
-        content_type=content_type,
-        size=size,
-        metadata=metadata,
-        expected_sha256=expected_sha256,
-        quota=config["TRANSFER_USER_QUOTA"],
-        expiry_seconds=config["TRANSFER_UPLOAD_EXPIRY"],
-    )
+    except (UploadTooLong, QuotaExceeded) as exc:  # refused for good: the owner's pages hear it
+        events.failed(owner_id, None, exc, filename)
+        raise
     storage = get_storage()
     path = storage.partial_path(upload.id)
     try:
@@ -257,7 +262,9 @@ def receive(
         if current.complete:
             raise OffsetMismatch(current.size, offset)
         if current.expired():
-            raise UploadExpired("this upload has expired; start again")
+            expired = UploadExpired("this upload has expired; start again")
+            events.failed(current.owner_id, current.id, expired)
+            raise expired
         if current.received != offset:
             raise OffsetMismatch(current.received, offset)
         os.ftruncate(fd, offset)  # a write torn by a crash leaves bytes past `received`
@@ -295,6 +302,8 @@ def receive(
                     position += filled
                     if chunk_hash is not None:
                         chunk_hash.update(view[:filled])
+                    else:  # a checksummed chunk's bytes count once it is verified
+                        events.progress(current, position)
                 pipeline.submit(buffer, filled)
                 if failure is not None or filled < limit:
                     break
@@ -308,10 +317,13 @@ def receive(
         except BaseException:
             pipeline.finish()
             os.ftruncate(fd, offset)  # nothing of this chunk is kept
+            if position > offset and chunk_hash is None:
+                events.progress(current, offset)  # the pages were told of bytes now gone
             raise
         hasher = pipeline.finish()
         models.record_progress(upload.id, position, current_app.config["TRANSFER_UPLOAD_EXPIRY"])
         if position < current.size:
+            events.progress(current, position)  # sent within a quarter second, at the latest
             if not deferred:  # a hash of this chunk alone is no state to resume from
                 _hashes.put(upload.id, position, hasher)
             if failure is not None:
@@ -322,6 +334,7 @@ def receive(
         _finish(current, _hash_prefix(fd, position).hexdigest() if deferred else hasher.hexdigest())
     finished = models.get(upload.id)
     assert finished is not None
+    events.complete(finished)
     return finished
 
 
@@ -340,10 +353,12 @@ def _finish(upload: TransferFile, sha256: str) -> None:
     """Verify the whole file and move it into place; a mismatch deletes the upload."""
     if upload.expected_sha256 and upload.expected_sha256 != sha256:
         remove(upload)
-        raise FileCorrupt(
+        corrupt = FileCorrupt(
             f"the file's SHA-256 is {sha256}, not the {upload.expected_sha256} the client"
             " declared; the upload was deleted"
         )
+        events.failed(upload.owner_id, upload.id, corrupt)
+        raise corrupt
     storage = get_storage()
     final = storage.file_path(upload.id)
     make_dirs(final.parent)
@@ -368,7 +383,11 @@ def settle(upload: TransferFile) -> TransferFile:
         return upload
     with open(final, "rb") as f:
         models.mark_complete(upload.id, _hash_prefix(f.fileno(), upload.size).hexdigest())
-    return models.get(upload.id) or upload
+    settled = models.get(upload.id)
+    if settled is None:
+        return upload
+    events.complete(settled)
+    return settled
 
 
 # -- cleaning up -------------------------------------------------------------------
@@ -399,6 +418,8 @@ def cleanup() -> CleanupReport:
         except UploadBusy:
             continue
         expired += 1
+        gone = UploadExpired("this upload expired unfinished and was deleted; start again")
+        events.failed(upload.owner_id, upload.id, gone)
     storage = get_storage()
     # Listed before the rows are read: a row is inserted before its partial file
     # is created, so every file listed here that is still wanted has a row below.

@@ -28,6 +28,9 @@
   let refreshTimer = null;
   const rows = [];
 
+  // live.js hears of files finished elsewhere (a CLI push, another tab): list them.
+  document.addEventListener("transfer:changed", refreshList);
+
   if (typeof tus === "undefined" || !tus.isSupported) {
     pageError.textContent =
       "This browser cannot upload files here; try a current Firefox, Chrome or Safari.";
@@ -336,6 +339,10 @@
       headers: headers,
       metadata: metadata,
       removeFingerprintOnSuccess: true,
+      // Marks the row as this page's, so live.js leaves the upload's events to it.
+      onUploadUrlAvailable: function () {
+        row.element.dataset.uploadId = row.upload.url.split("/").pop();
+      },
       onShouldRetry: function (error, attempt, options) {
         return shouldRetry(row, error, attempt, options);
       },
