@@ -16,10 +16,11 @@ ws_bp = Blueprint("ws", __name__)
 
 
 def init_app(app: Flask) -> None:
-    from apps.realtime import views  # noqa: F401
+    from apps.realtime import models, views  # noqa: F401
     from apps.realtime.recovery import ChatRecovery
     from project.broker import broker_recovery
     from project.migrations import register_migrations
+    from project.shared_files import on_delete, reader_check
     from project.views import add_nav_item
 
     register_migrations(app, "realtime", Path(__file__).parent / "migrations")
@@ -27,3 +28,6 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(ws_bp, url_prefix="/ws")
     add_nav_item(app, "Chat", "realtime.rooms")
     broker_recovery(app, ChatRecovery(app))
+    # A file posted in a room is readable by its members while the message is there.
+    reader_check(app, models.may_read_file)
+    on_delete(app, models.file_removed)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 import time
 import uuid
@@ -24,12 +25,15 @@ from flask import current_app
 from limits import parse
 
 from apps.realtime import models
+from project import shared_files
 from project.broker import get_broker
 from project.db import IntegrityError
 from project.extensions import db, limiter
 from project.outages import OUTAGES, RETRY_AFTER, log_outage
+from project.shared_files import SharedFile
 from project.websocket import ConnectionClosed, PreparedText, WebSocket
 
+FILE_ID = re.compile(r"^[0-9a-f]{32}\Z")  # a transfer file's id (PROTOCOL.md)
 MISSED_LIMIT = 500  # messages sent to a reconnecting client at most; older ones on scroll
 
 
@@ -80,6 +84,7 @@ def run_room(ws: WebSocket, room: models.Room, user: Any, after: int | None) -> 
     feed = _RoomFeed(ws)
     unsubscribe = broker.subscribe(room.name, feed)
     try:
+        models.join(room.id, user.id)  # a member from now on: files posted here are for them
         online = broker.join(room.name, connection, user.username)
         feed.welcome(json.dumps(_welcome(room, user, after, online)))
         db.release()
@@ -135,6 +140,8 @@ def _act(data: dict[str, Any], room: models.Room, user: Any) -> str | None:
     kind = data.get("type")
     if kind == "message":
         return _post(data, room, user)
+    if kind == "delete":
+        return _delete(data, room, user)
     if kind == "history":
         before = data.get("before")
         if not isinstance(before, int) or isinstance(before, bool):
@@ -172,12 +179,28 @@ def _over_chat_limit(user: Any, **extra: Any) -> str | None:
     return _error("rate_limited", f"slow down: try again in {wait} s", retry_after=wait, **extra)
 
 
+def _attached_file(value: Any, user: Any) -> tuple[SharedFile | None, str | None]:
+    """The sender's own finished file a message names in ``file``, or the refusal's text."""
+    file_id = value.get("id") if isinstance(value, dict) else value
+    if not isinstance(file_id, str) or not FILE_ID.match(file_id):
+        return None, "'file' is the id of one of your files (32 hex digits), or {\"id\": ...}"
+    file = shared_files.describe(user.id, file_id)
+    if file is None:
+        return None, "no finished file of yours has that id"
+    return file, None
+
+
 def _post(data: dict[str, Any], room: models.Room, user: Any) -> str | None:
-    body = data.get("body")
+    body = data.get("body", "" if data.get("file") is not None else None)
     client_id = data.get("client_id")
     if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= 64):
         return _error("bad_request", "'client_id' is a string of 1 to 64 characters")
-    if not isinstance(body, str) or not body.strip():
+    file = None
+    if data.get("file") is not None:
+        file, problem = _attached_file(data["file"], user)
+        if problem is not None:
+            return _error("no_such_file", problem, client_id=client_id)
+    if not isinstance(body, str) or not (body.strip() or file):
         return _error("bad_request", "a message needs a non-empty 'body'", client_id=client_id)
     body = body.strip()
     maximum = current_app.config["CHAT_MESSAGE_MAX_LENGTH"]
@@ -187,9 +210,23 @@ def _post(data: dict[str, Any], room: models.Room, user: Any) -> str | None:
     if refused is not None:
         return refused
     try:
-        message, _ = models.add_message(room.id, user.id, user.username, body, client_id)
+        message, _ = models.add_message(room.id, user.id, user.username, body, client_id, file)
     except IntegrityError:
         return _error("bad_request", "this 'client_id' names another message", client_id=client_id)
     # A resend is announced again too: the first announcement may be what was lost.
     get_broker().publish(room.name, json.dumps(message.as_json()))
+    return None
+
+
+def _delete(data: dict[str, Any], room: models.Room, user: Any) -> str | None:
+    """Delete one of your messages: gone for everyone, and so is any file's access through it."""
+    message_id = data.get("id")
+    if not isinstance(message_id, int) or isinstance(message_id, bool):
+        return _error("bad_request", "delete needs an integer 'id'")
+    refused = _over_chat_limit(user)
+    if refused is not None:
+        return refused
+    if not models.delete_message(room.id, message_id, user.id):
+        return _error("not_found", "you have no message with that id in this room", id=message_id)
+    get_broker().publish(room.name, json.dumps({"type": "deleted", "id": message_id}))
     return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ from typing import Any
 from apps.realtime.exceptions import RoomExists
 from project.db import IntegrityError, utcnow
 from project.extensions import db
+from project.shared_files import SharedFile
 
 ROOM_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}\Z")
 
@@ -23,12 +25,26 @@ class Room:
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file posted with a message, as it was when posted; ``removed`` once it is deleted."""
+
+    file: SharedFile
+    removed: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        if self.removed:
+            return {"id": self.file.id, "name": self.file.name, "removed": True}
+        return self.file.as_json()
+
+
+@dataclass(frozen=True)
 class Message:
     id: int
     username: str
     body: str
     created_at: datetime
     client_id: str | None = None  # the sender's name for it, so a resend finds it
+    attachment: Attachment | None = None
 
     def as_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -40,10 +56,15 @@ class Message:
         }
         if self.client_id is not None:
             data["client_id"] = self.client_id
+        if self.attachment is not None:
+            data["file"] = self.attachment.as_json()
         return data
 
 
-MESSAGE_COLUMNS = "id, username, body, created_at, client_id"
+MESSAGE_COLUMNS = (
+    "id, username, body, created_at, client_id,"
+    " file_id, file_name, file_size, file_sha256, file_removed"
+)
 
 
 def list_rooms() -> list[Room]:
@@ -79,9 +100,14 @@ def create_room(name: str, user_id: int) -> Room:
 
 
 def add_message(
-    room_id: int, user_id: int, username: str, body: str, client_id: str | None = None
+    room_id: int,
+    user_id: int,
+    username: str,
+    body: str,
+    client_id: str | None = None,
+    file: SharedFile | None = None,
 ) -> tuple[Message, bool]:
-    """Store a message; returns it and whether it is new.
+    """Store a message (with one of the sender's files); returns it and whether it is new.
 
     A message the same user already sent to this room under *client_id* (a
     resend) is not stored again: the stored one comes back, with False.
@@ -90,11 +116,24 @@ def add_message(
         IntegrityError: *client_id* names the user's message in another room.
     """
     now = utcnow()
+    f = file
     try:
         result = db.execute(
-            "INSERT INTO chat_messages (room_id, user_id, username, body, created_at, client_id)"
-            " VALUES (%s, %s, %s, %s, %s, %s)",
-            (room_id, user_id, username, body, now, client_id),
+            "INSERT INTO chat_messages (room_id, user_id, username, body, created_at, client_id,"
+            " file_id, file_name, file_size, file_sha256)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                room_id,
+                user_id,
+                username,
+                body,
+                now,
+                client_id,
+                f.id if f else None,
+                f.name if f else None,
+                f.size if f else None,
+                f.sha256 if f else None,
+            ),
         )
     except IntegrityError:
         row = db.fetch_one(
@@ -105,14 +144,72 @@ def add_message(
         if client_id is None or row is None or int(row["room_id"]) != room_id:
             raise  # not a resend here: the name is taken in another room, or the room is gone
         return _messages([row])[0], False
-    return Message(int(result.lastrowid or 0), username, body, now, client_id), True
+    attachment = Attachment(file) if file else None
+    return Message(int(result.lastrowid or 0), username, body, now, client_id, attachment), True
+
+
+def _attachment(row: dict[str, Any]) -> Attachment | None:
+    if row["file_id"] is None:
+        return None
+    file = SharedFile(row["file_id"], row["file_name"], int(row["file_size"]), row["file_sha256"])
+    return Attachment(file, removed=bool(row["file_removed"]))
 
 
 def _messages(rows: list[dict[str, Any]]) -> list[Message]:
     return [
-        Message(int(r["id"]), r["username"], r["body"], r["created_at"], r["client_id"])
+        Message(
+            int(r["id"]), r["username"], r["body"], r["created_at"], r["client_id"], _attachment(r)
+        )
         for r in rows
     ]
+
+
+def delete_message(room_id: int, message_id: int, user_id: int) -> bool:
+    """Delete one of *user_id*'s messages in the room; False if there is no such message."""
+    result = db.execute(
+        "DELETE FROM chat_messages WHERE id = %s AND room_id = %s AND user_id = %s",
+        (message_id, room_id, user_id),
+    )
+    return result.rowcount == 1
+
+
+# -- members and the files posted to them ------------------------------------------------------
+
+
+def join(room_id: int, user_id: int) -> None:
+    """Record that the user has joined the room (once; later joins change nothing)."""
+    if is_member(room_id, user_id):
+        return
+    with contextlib.suppress(IntegrityError):  # joined a moment ago, on another socket
+        db.execute(
+            "INSERT INTO chat_members (room_id, user_id, joined_at) VALUES (%s, %s, %s)",
+            (room_id, user_id, utcnow()),
+        )
+
+
+def is_member(room_id: int, user_id: int) -> bool:
+    found = db.fetch_value(
+        "SELECT 1 FROM chat_members WHERE room_id = %s AND user_id = %s", (room_id, user_id)
+    )
+    return found is not None
+
+
+def may_read_file(user_id: int, file_id: str) -> bool:
+    """Whether the file is on a message, still there, in a room the user has joined."""
+    found = db.fetch_value(
+        "SELECT 1 FROM chat_messages m JOIN chat_members c"
+        " ON c.room_id = m.room_id AND c.user_id = %s"
+        " WHERE m.file_id = %s AND m.file_removed = %s LIMIT 1",
+        (user_id, file_id, False),
+    )
+    return found is not None
+
+
+def file_removed(file_id: str) -> int:
+    """Mark the messages that carried a deleted file; returns how many."""
+    return db.execute(
+        "UPDATE chat_messages SET file_removed = %s WHERE file_id = %s", (True, file_id)
+    ).rowcount
 
 
 def recent_messages(room_id: int, limit: int, before: int | None = None) -> list[Message]:

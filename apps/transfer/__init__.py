@@ -22,11 +22,16 @@ if TYPE_CHECKING:
 
 
 def init_app(app: Flask) -> None:
-    from apps.transfer import cli, tus, views
+    from flask import url_for
+
+    from apps.transfer import cli, models, tus, views
     from project.migrations import register_migrations
+    from project.shared_files import file_source
     from project.views import add_nav_item
 
     register_migrations(app, "transfer", Path(__file__).parent / "migrations")
+    # Other apps (the chat) attach a user's files and link them, without importing this one.
+    file_source(app, models.shared, lambda file_id: url_for("transfer.download", file_id=file_id))
     app.register_blueprint(views.bp, url_prefix="/transfer")
     app.register_blueprint(tus.api_bp, url_prefix="/api/transfer")
     add_nav_item(app, "Files", "transfer.index")

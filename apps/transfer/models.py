@@ -19,6 +19,7 @@ from apps.transfer.exceptions import QuotaExceeded
 from apps.transfer.wire import FILE_ID
 from project.db import utcnow
 from project.extensions import db
+from project.shared_files import SharedFile
 
 UPLOADING = "uploading"
 COMPLETE = "complete"
@@ -130,6 +131,14 @@ def get(file_id: str, owner_id: int | None = None) -> TransferFile | None:
         params.append(owner_id)
     row = db.fetch_one(sql, params)
     return TransferFile.from_row(row) if row else None
+
+
+def shared(owner_id: int, file_id: str) -> SharedFile | None:
+    """*file_id* as other apps may see it, if it is *owner_id*'s finished file."""
+    file = get(file_id, owner_id=owner_id)
+    if file is None or not file.complete or file.sha256 is None:
+        return None
+    return SharedFile(file.id, file.filename, file.size, file.sha256)
 
 
 def list_for(owner_id: int) -> list[TransferFile]:

@@ -51,6 +51,7 @@ from apps.transfer.exceptions import (
     UploadTooLong,
 )
 from apps.transfer.models import TransferFile
+from project import shared_files
 from project.db import utcnow
 from project.extensions import db
 
@@ -148,6 +149,7 @@ def remove(file: TransferFile) -> None:
             path.unlink()
     _hashes.forget(file.id)
     models.delete(file.id)
+    shared_files.deleted(file.id)  # messages that carried it show it as removed
 
 
 def open_file(file: TransferFile) -> BinaryIO:

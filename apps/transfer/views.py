@@ -12,6 +12,7 @@ from flask import (
     current_app,
     flash,
     g,
+    jsonify,
     redirect,
     render_template,
     request,
@@ -26,8 +27,10 @@ from apps.transfer.forms import ShareForm
 from apps.transfer.models import TransferFile
 from apps.transfer.names import content_disposition
 from apps.transfer.tus import TUS_VERSION
+from project import shared_files
 from project.auth import login_required
 from project.forms import Form
+from project.shared_files import SharedFile
 
 DOWNLOAD_CSP = "sandbox; default-src 'none'"
 
@@ -106,9 +109,10 @@ def _complete_file(file_id: str) -> TransferFile:
     return file
 
 
-def _owners_file(file_id: str) -> TransferFile:
+def _readable_file(file_id: str) -> TransferFile:
+    """The owner's file, or one another app lets this user read (a file in a chat room)."""
     file = _complete_file(file_id)
-    if g.user.id != file.owner_id:
+    if g.user.id != file.owner_id and not shared_files.may_read(g.user.id, file.id):
         abort(404)  # as if it did not exist
     return file
 
@@ -122,7 +126,7 @@ def _shared_file(file_id: str, token: str) -> TransferFile:
 
 @bp.get("/files/<file_id>/download")
 def download(file_id: str) -> WerkzeugResponse:
-    """A file: anyone with a share link, else only its owner (see :func:`own_download`)."""
+    """A file: anyone with a share link, else its owner or a reader (see :func:`own_download`)."""
     token = request.args.get("share")
     if token is None:
         return own_download(file_id)
@@ -131,8 +135,29 @@ def download(file_id: str) -> WerkzeugResponse:
 
 @login_required
 def own_download(file_id: str) -> WerkzeugResponse:
-    """The owner's download: anonymous visitors go to the login page (API clients get 401)."""
-    return _send(_owners_file(file_id))
+    """The owner's download, or a reader's (a member of a chat room the file was posted in).
+
+    Anonymous visitors go to the login page (API clients get 401); anyone else
+    gets 404, as for a file that does not exist.
+    """
+    return _send(_readable_file(file_id))
+
+
+@bp.get("/files.json")
+@login_required
+def my_files() -> WerkzeugResponse:
+    """The user's finished files as JSON (the chat's "attach a file" list)."""
+    files = [
+        {
+            **SharedFile(f.id, f.filename, f.size, f.sha256).as_json(),
+            "created_at": f.created_at.isoformat(timespec="seconds") + "Z",
+        }
+        for f in models.list_for(g.user.id)
+        if f.complete and f.sha256
+    ]
+    response = jsonify(files=files)
+    response.cache_control.no_store = True
+    return response
 
 
 def _send(file: TransferFile) -> WerkzeugResponse:
