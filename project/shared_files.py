@@ -52,10 +52,22 @@ def _registry(app: Flask | None = None) -> dict[str, Any]:
     return registry
 
 
-def file_source(app: Flask, describe: Describe, link: Link) -> None:
-    """Register the app that owns files (one per site)."""
+def file_source(
+    app: Flask, describe: Describe, link: Link, endpoints: Callable[[], dict[str, str]]
+) -> None:
+    """Register the app that owns files (one per site).
+
+    *endpoints* gives the URLs a page uses to offer files: ``list`` (the user's
+    finished files, JSON) and ``upload`` (the tus endpoint).
+    """
     registry = _registry(app)
-    registry["describe"], registry["link"] = describe, link
+    registry["describe"], registry["link"], registry["endpoints"] = describe, link, endpoints
+
+
+def endpoints() -> dict[str, str] | None:
+    """The URLs a page lists and uploads files with; None when no app owns files."""
+    source = _registry().get("endpoints")
+    return source() if source else None
 
 
 def reader_check(app: Flask, check: ReaderCheck) -> None:

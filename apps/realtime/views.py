@@ -8,6 +8,7 @@ from werkzeug.wrappers import Response
 from apps.realtime import bp, chat, models, ws_bp
 from apps.realtime.exceptions import RoomExists
 from apps.realtime.forms import RoomForm
+from project import shared_files
 from project.auth import login_required, require_user
 from project.extensions import db
 from project.revocation import revocable
@@ -38,7 +39,7 @@ def room(name: str) -> str:
     found = models.get_room(name)
     if found is None:
         abort(404)
-    return render_template("realtime/room.html", room=found)
+    return render_template("realtime/room.html", room=found, files=shared_files.endpoints())
 
 
 # werkzeug routes upgrade requests only to rules marked websocket=True; the plain

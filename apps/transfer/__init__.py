@@ -31,7 +31,12 @@ def init_app(app: Flask) -> None:
 
     register_migrations(app, "transfer", Path(__file__).parent / "migrations")
     # Other apps (the chat) attach a user's files and link them, without importing this one.
-    file_source(app, models.shared, lambda file_id: url_for("transfer.download", file_id=file_id))
+    file_source(
+        app,
+        models.shared,
+        lambda file_id: url_for("transfer.download", file_id=file_id),
+        lambda: {"list": url_for("transfer.my_files"), "upload": url_for("transfer_api.create")},
+    )
     app.register_blueprint(views.bp, url_prefix="/transfer")
     app.register_blueprint(tus.api_bp, url_prefix="/api/transfer")
     add_nav_item(app, "Files", "transfer.index")
