@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 def init_app(app: Flask) -> None:
     from flask import url_for
 
-    from apps.transfer import cli, models, tus, views
+    from apps.transfer import cli, events, models, tus, views
     from project.migrations import register_migrations
     from project.shared_files import file_source
     from project.views import add_nav_item
@@ -34,7 +34,7 @@ def init_app(app: Flask) -> None:
     file_source(
         app,
         models.shared,
-        lambda file_id: url_for("transfer.download", file_id=file_id),
+        events.download_path,  # built without a request: chat catch-up runs on a thread
         lambda: {"list": url_for("transfer.my_files"), "upload": url_for("transfer_api.create")},
     )
     app.register_blueprint(views.bp, url_prefix="/transfer")

@@ -17,6 +17,7 @@ from flask import current_app
 from apps.transfer.exceptions import TransferError
 from apps.transfer.models import TransferFile
 from project import live
+from project.shared_files import SharedFile
 
 
 def progress(upload: TransferFile, offset: int) -> None:
@@ -27,19 +28,8 @@ def progress(upload: TransferFile, offset: int) -> None:
 def complete(file: TransferFile) -> None:
     """*file* is verified and in place: its last offset, then the file itself."""
     live.notify(file.owner_id, _progress(file, file.size), ends=file.id)
-    live.notify(
-        file.owner_id,
-        {
-            "type": "transfer.complete",
-            "file": {
-                "id": file.id,
-                "name": file.filename,
-                "size": file.size,
-                "sha256": file.sha256,
-                "download_url": download_path(file.id),
-            },
-        },
-    )
+    shared = SharedFile(file.id, file.filename, file.size, file.sha256 or "")
+    live.notify(file.owner_id, {"type": "transfer.complete", "file": shared.as_json()})
 
 
 def failed(owner_id: int, upload_id: str | None, exc: TransferError, name: str = "") -> None:

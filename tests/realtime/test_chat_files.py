@@ -221,3 +221,19 @@ def test_my_files_are_listed_as_json_for_the_attach_button(
     bob = login_cookie(live_server, "bob")
     empty = requests.get(f"{live_server}/transfer/files.json", headers={"Cookie": bob}, timeout=10)
     assert empty.json() == {"files": []}
+
+
+def test_a_message_with_a_file_is_described_outside_a_request_too(
+    files_app: Flask, alice_file: str
+) -> None:
+    """A worker catching its rooms up after a Redis outage does it on a thread, no request."""
+    with files_app.app_context():
+        room = models.get_room("general")
+        alice_id = int(db.fetch_value("SELECT id FROM users WHERE username = 'alice'"))
+        from project import shared_files
+
+        file = shared_files.describe(alice_id, alice_file)
+        assert file is not None and room is not None
+        models.add_message(room.id, alice_id, "alice", "", None, file)
+        (message,) = models.messages_after(room.id, 0, 10)
+        assert message.as_json()["file"]["download_url"] == f"/transfer/files/{alice_file}/download"
