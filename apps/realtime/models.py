@@ -63,7 +63,7 @@ class Message:
 
 MESSAGE_COLUMNS = (
     "id, username, body, created_at, client_id,"
-    " file_id, file_name, file_size, file_sha256, file_removed"
+    " file_id, file_name, file_size, file_sha256, file_removed, user_id"
 )
 
 
@@ -152,7 +152,9 @@ def _attachment(row: dict[str, Any]) -> Attachment | None:
     if row["file_id"] is None:
         return None
     file = SharedFile(row["file_id"], row["file_name"], int(row["file_size"]), row["file_sha256"])
-    return Attachment(file, removed=bool(row["file_removed"]))
+    # Only its owner can post a file, so a sender whose account was deleted (user_id set
+    # to NULL) took the file along: no delete listener ran for that, but it is gone.
+    return Attachment(file, removed=bool(row["file_removed"]) or row["user_id"] is None)
 
 
 def _messages(rows: list[dict[str, Any]]) -> list[Message]:
@@ -199,7 +201,7 @@ def may_read_file(user_id: int, file_id: str) -> bool:
     found = db.fetch_value(
         "SELECT 1 FROM chat_messages m JOIN chat_members c"
         " ON c.room_id = m.room_id AND c.user_id = %s"
-        " WHERE m.file_id = %s AND m.file_removed = %s LIMIT 1",
+        " WHERE m.file_id = %s AND m.file_removed = %s AND m.user_id IS NOT NULL LIMIT 1",
         (user_id, file_id, False),
     )
     return found is not None

@@ -237,3 +237,40 @@ def test_a_message_with_a_file_is_described_outside_a_request_too(
         models.add_message(room.id, alice_id, "alice", "", None, file)
         (message,) = models.messages_after(room.id, 0, 10)
         assert message.as_json()["file"]["download_url"] == f"/transfer/files/{alice_file}/download"
+
+
+def test_a_page_on_another_site_cannot_make_a_visitor_a_member(
+    files_app: Flask, live_server: str, alice_file: str
+) -> None:
+    """Cross-site WebSocket hijacking: refused at the handshake, before any membership."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    cookie = login_cookie(live_server, "mallory")
+    with pytest.raises(InvalidStatus) as refused:
+        connect(
+            "ws" + live_server[4:] + "/ws/rooms/general",
+            additional_headers={"Cookie": cookie},
+            origin="https://evil.example",  # type: ignore[arg-type]
+        )
+    assert refused.value.response.status_code == 403
+    with files_app.app_context():
+        room = models.get_room("general")
+        mallory = int(db.fetch_value("SELECT id FROM users WHERE username = 'mallory'"))
+        assert room is not None and not models.is_member(room.id, mallory)
+
+
+def test_a_file_whose_owner_was_deleted_shows_as_removed(
+    files_app: Flask, live_server: str, join: Join, alice_file: str
+) -> None:
+    with join("alice") as alice:
+        receive(alice, "welcome")
+        post_file(alice, alice_file)
+        receive(alice, "message")
+    with files_app.app_context():
+        db.execute("DELETE FROM users WHERE username = 'alice'")  # its files go with it
+    bob_cookie = login_cookie(live_server, "bob")
+    assert download(live_server, bob_cookie, alice_file).status_code == 404
+    with join("bob") as bob:
+        shown = receive(bob, "welcome")["messages"][-1]["file"]
+        assert shown == {"id": alice_file, "name": "report <b>1</b>.pdf", "removed": True}
