@@ -286,7 +286,7 @@ def receive(
         pipeline = HashingThread(hasher)
         chunk_hash = hashlib.new(checksum[0]) if checksum else None
         remaining = current.size - offset
-        position = offset
+        position = reported = offset  # reported: the offset the owner's pages were last told
         failure: BaseException | None = None
         try:
             while True:
@@ -306,6 +306,7 @@ def receive(
                         chunk_hash.update(view[:filled])
                     else:  # a checksummed chunk's bytes count once it is verified
                         events.progress(current, position)
+                        reported = position
                 pipeline.submit(buffer, filled)
                 if failure is not None or filled < limit:
                     break
@@ -319,13 +320,14 @@ def receive(
         except BaseException:
             pipeline.finish()
             os.ftruncate(fd, offset)  # nothing of this chunk is kept
-            if position > offset and chunk_hash is None:
+            if reported != offset:
                 events.progress(current, offset)  # the pages were told of bytes now gone
             raise
         hasher = pipeline.finish()
         models.record_progress(upload.id, position, current_app.config["TRANSFER_UPLOAD_EXPIRY"])
         if position < current.size:
-            events.progress(current, position)  # sent within a quarter second, at the latest
+            if reported != position:  # a checksummed chunk, verified now
+                events.progress(current, position)
             if not deferred:  # a hash of this chunk alone is no state to resume from
                 _hashes.put(upload.id, position, hasher)
             if failure is not None:

@@ -7,8 +7,11 @@ Events are raised with :mod:`project.live` itself, as an app raises them.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -187,3 +190,51 @@ def test_a_user_may_hold_only_websocket_max_per_user_sockets(
         connect("ws" + live_server[4:] + "/ws/me", additional_headers={"Cookie": cookies["alice"]})
     assert refused.value.response.status_code == 429
     open_me("bob")  # the cap is per user
+
+
+def stalled_socket(live_server: str, cookie: str) -> socket.socket:
+    """A ``/ws/me`` socket whose page never reads: a 4 KiB receive window, never drained."""
+    port = int(live_server.rsplit(":", 1)[1])
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET /ws/me HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"Cookie: {cookie}\r\n\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)  # byte by byte: nothing past the headers is taken off the wire
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return sock
+
+
+def test_a_page_that_never_reads_is_dropped_and_the_others_get_everything(
+    app: Flask, live_server: str, cookies: dict[str, str], open_me: Open
+) -> None:
+    """WEBSOCKET_MAX_QUEUE holds for the live channel as for rooms: a stalled page is closed
+    (1013, it reconnects) once that much waits for it; nobody else waits for it."""
+    stalled = stalled_socket(live_server, cookies["alice"])
+    reader = open_me("alice")
+    alice = user_id(app, "alice")
+    padding = "." * 1000
+    with app.app_context():
+        for i in range(3000):  # 3 MB, past the 1 MiB queue and any socket buffer
+            live.notify(alice, {"type": "transfer.failed", "upload": str(i), "code": "c",
+                                "message": padding})  # fmt: skip
+    got = [next_event(reader, 10)["upload"] for _ in range(3000)]
+    assert got == [str(i) for i in range(3000)]
+    stalled.settimeout(10)
+    ended = False
+    try:
+        while stalled.recv(65536):
+            pass
+        ended = True
+    except ConnectionResetError:
+        ended = True
+    except TimeoutError:
+        pass
+    stalled.close()
+    assert ended, "a page that never read was kept open"

@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from tusclient import client as tus_client
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.conftest import free_port
+from tests.conftest import free_port, mysql_admin
 from tests.realtime.test_chat import login_cookie
 from tests.servers import ROOT, Server, create_users, server_env, start_server
 from tests.transfer.conftest import cli, random_file
@@ -198,3 +199,34 @@ def test_without_redis_the_transfer_server_says_pushes_are_not_live(tmp_path: Pa
     finally:
         tcp.stop()
         web.stop()
+
+
+def test_transfer_cleanup_in_its_own_process_tells_the_pages_of_an_expired_upload(
+    cluster: tuple[Server, TransferServerProcess, str], mysql_database: str
+) -> None:
+    """A short-lived command raises events too: they are published before it exits."""
+    web, _, key = cluster
+    created = requests.post(
+        web.url + "/api/transfer/uploads",
+        headers={"Tus-Resumable": "1.0.0", "Upload-Length": "8",
+                 "Authorization": f"Bearer {key}"},
+        timeout=10,
+    )  # fmt: skip
+    assert created.status_code == 201
+    upload_id = created.headers["Location"].rsplit("/", 1)[1]
+    database = mysql_database.rsplit("/", 1)[1]
+    admin = mysql_admin()
+    with admin.cursor() as cur:  # a day has passed without a byte
+        cur.execute(
+            f"UPDATE `{database}`.transfer_files SET expires_at = '2000-01-01' WHERE id = %s",
+            (upload_id,),
+        )
+    admin.close()
+    with ExitStack() as stack:
+        (page,) = open_pages(stack, web, "alice", 1)
+        subprocess.run(
+            [sys.executable, "manage.py", "transfer", "cleanup"],
+            cwd=ROOT, env=web.env, check=True, capture_output=True,
+        )  # fmt: skip
+        failed = until(page, "transfer.failed")[-1]
+    assert (failed["upload"], failed["code"]) == (upload_id, "expired")

@@ -1,8 +1,9 @@
 // The "My files" page's live channel (ws /ws/me, project/live.py): uploads this page did
 // not start itself (a CLI push, a script, another tab or machine) get a progress row as
 // their bytes arrive, and a file that became whole appears in the list without a reload.
-// The page's own uploads already show their progress (upload.js); their rows carry
-// data-upload-id, so their events are left to them. After a drop the socket reconnects
+// The page's own uploads show their progress themselves (upload.js): it names each one
+// with a "transfer:mine" event, and their events are left to it, even late ones after
+// the row is gone (a cancelled upload's last offset). After a drop the socket reconnects
 // with backoff and the list is fetched again (what finished meanwhile is in it).
 // Names and messages are only ever inserted with textContent, never as HTML.
 (function () {
@@ -15,8 +16,20 @@
   // Uploads that became files or failed. A worker that took an earlier chunk may send its
   // last offset after another sent the file: events of one upload can come out of order.
   const settled = new Set();
-  let attempt = 0;
+  const mine = new Set(); // ids of this page's own uploads (upload.js)
+  const STALLED_AFTER = 15000; // ms without news before a row says so
+  let attempt = 0; // reconnections since the last open
   let opened = false;
+
+  document.addEventListener("transfer:mine", function (event) {
+    mine.add(event.detail);
+    const row = remote.get(event.detail); // heard of before this page resumed it
+    if (row) {
+      clearTimeout(row.stallTimer);
+      row.element.remove();
+      remote.delete(event.detail);
+    }
+  });
 
   function formatBytes(n) {
     const units = ["bytes", "KiB", "MiB", "GiB", "TiB"];
@@ -27,9 +40,19 @@
 
   function part(element, name) { return element.querySelector(".upload-" + name); }
 
-  // A row of this page's own uploads (upload.js): it shows its own progress and refusals.
-  function ownRow(id) {
-    return list.querySelector('.upload[data-upload-id="' + CSS.escape(id) + '"]:not([data-remote])');
+  // An upload this browser started and a reload cut (tus-js-client remembers it in
+  // localStorage, under "tus::"): its last offset may arrive after the reload, but it is
+  // not news from elsewhere; the list offers to resume it by dropping the file again.
+  function startedInThisBrowser(id) {
+    try {
+      for (let i = 0; i < localStorage.length; i += 1) {
+        const key = localStorage.key(i);
+        if (!key || !key.startsWith("tus::")) continue;
+        const url = (JSON.parse(localStorage.getItem(key)) || {}).uploadUrl || "";
+        if (url.split("/").pop() === id) return true;
+      }
+    } catch (e) { /* no localStorage (private mode): then it is not known here */ }
+    return false;
   }
 
   function ownRowNamed(name) {
@@ -45,6 +68,7 @@
     const finished = state !== "uploading";
     part(row.element, "cancel").hidden = !finished; // nothing to cancel from here
     if (finished) {
+      clearTimeout(row.stallTimer);
       part(row.element, "speed").textContent = "";
       part(row.element, "eta").textContent = "";
     }
@@ -64,10 +88,11 @@
     dismiss.textContent = "Dismiss";
     dismiss.classList.replace("button-danger", "button-quiet");
     dismiss.addEventListener("click", function () {
+      clearTimeout(row.stallTimer);
       element.remove();
       remote.delete(id);
     });
-    row = { element: element, sampleAt: null, sampleBytes: 0, speed: null };
+    row = { element: element, sampleAt: null, sampleBytes: 0, speed: null, stallTimer: null };
     remote.set(id, row);
     list.append(element);
     setState(row, "uploading", "arriving from elsewhere…");
@@ -91,6 +116,15 @@
     }
     row.sampleAt = now;
     row.sampleBytes = offset;
+    // A sender that stopped (a killed CLI, a closed tab) sends no word: say so after a while.
+    clearTimeout(row.stallTimer);
+    row.stallTimer = setTimeout(function () {
+      if (row.element.dataset.state !== "uploading") return;
+      part(row.element, "status").textContent = "no bytes for a while; it resumes when sent again";
+      part(row.element, "speed").textContent = "";
+      part(row.element, "eta").textContent = "";
+      part(row.element, "cancel").hidden = false;
+    }, STALLED_AFTER);
   }
 
   // upload.js fetches the list (and the quota) again and swaps it in.
@@ -100,9 +134,10 @@
 
   function handle(data) {
     if (data.type === "transfer.progress") {
-      if (settled.has(data.upload) || ownRow(data.upload)) return;
+      if (settled.has(data.upload) || mine.has(data.upload)) return;
+      if (!remote.has(data.upload) && startedInThisBrowser(data.upload)) return;
       const row = remoteRow(data.upload, data.name);
-      if (row.element.dataset.state !== "uploading") setState(row, "uploading", "arriving from elsewhere…");
+      setState(row, "uploading", "arriving from elsewhere…"); // again, after a stall
       showProgress(row, data.offset, data.length);
       if (data.offset === data.length) part(row.element, "status").textContent = "checking…";
     } else if (data.type === "transfer.complete") {
@@ -125,7 +160,7 @@
         return;
       }
       settled.add(data.upload);
-      if (ownRow(data.upload)) return;
+      if (mine.has(data.upload)) return;
       const row = remote.get(data.upload);
       if (row) {
         setState(row, "refused", "failed");

@@ -339,9 +339,11 @@
       headers: headers,
       metadata: metadata,
       removeFingerprintOnSuccess: true,
-      // Marks the row as this page's, so live.js leaves the upload's events to it.
+      // Tells live.js the upload is this page's: its events are left to this row.
       onUploadUrlAvailable: function () {
-        row.element.dataset.uploadId = row.upload.url.split("/").pop();
+        const id = row.upload.url.split("/").pop();
+        row.element.dataset.uploadId = id;
+        document.dispatchEvent(new CustomEvent("transfer:mine", { detail: id }));
       },
       onShouldRetry: function (error, attempt, options) {
         return shouldRetry(row, error, attempt, options);
