@@ -28,7 +28,7 @@ from apps.transfer.models import TransferFile
 from apps.transfer.names import content_disposition
 from apps.transfer.tus import TUS_VERSION
 from project import shared_files
-from project.auth import login_required
+from project.auth import login_required, require_user
 from project.forms import Form
 from project.shared_files import SharedFile
 
@@ -144,9 +144,9 @@ def own_download(file_id: str) -> WerkzeugResponse:
 
 
 @bp.get("/files.json")
-@login_required
 def my_files() -> WerkzeugResponse:
-    """The user's finished files as JSON (the chat's "attach a file" list)."""
+    """The user's finished files as JSON (the chat's "attach a file" list); 401 if anonymous."""
+    require_user()
     files = [
         {
             **SharedFile(f.id, f.filename, f.size, f.sha256).as_json(),

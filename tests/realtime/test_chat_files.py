@@ -221,6 +221,13 @@ def test_my_files_are_listed_as_json_for_the_attach_button(
     bob = login_cookie(live_server, "bob")
     empty = requests.get(f"{live_server}/transfer/files.json", headers={"Cookie": bob}, timeout=10)
     assert empty.json() == {"files": []}
+    anonymous = requests.get(
+        f"{live_server}/transfer/files.json",
+        headers={"Accept": "application/json"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert anonymous.status_code == 401 and anonymous.json()["status"] == 401
 
 
 def test_a_message_with_a_file_is_described_outside_a_request_too(
