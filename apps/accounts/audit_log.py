@@ -6,7 +6,7 @@ adds a row, so the log outgrows the user table. Like the user list
 (created_at, id) order, read from the index that fits the filter
 (``audit_log_created``, ``audit_log_action`` or ``audit_log_target``, each
 ending in created_at), and the count is exact below
-:data:`listing.EXACT_COUNT_BELOW`, MariaDB's estimate above.
+:data:`listing.EXACT_COUNT_BELOW`, MariaDB's estimate above (:func:`listing.count_where`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from apps.accounts.listing import EXACT_COUNT_BELOW, Count, Cursor
+from apps.accounts.listing import Count, Cursor, count_where
 from project.extensions import db
 
 SORT = "created"  # the cursor's kind: (created_at, id)
@@ -67,15 +67,7 @@ def _cursor(row: dict[str, Any]) -> Cursor:
 
 
 def count(action: str = "", target_user_id: int | None = None) -> Count:
-    where, params = _filters(action, target_user_id)
-    condition = " AND ".join(where) or "1 = 1"
-    if db.engine != "sqlite":
-        plan = db.fetch_all(f"EXPLAIN SELECT a.id FROM audit_log a WHERE {condition}", params)
-        estimate = max((int(row.get("rows") or 0) for row in plan), default=0)
-        if estimate >= EXACT_COUNT_BELOW:
-            return Count(estimate, exact=False)
-    value = db.fetch_value(f"SELECT COUNT(*) FROM audit_log a WHERE {condition}", params)
-    return Count(int(value or 0), exact=True)
+    return count_where("audit_log a", *_filters(action, target_user_id))
 
 
 def page(

@@ -405,16 +405,23 @@ def _start_of_day(query: UserQuery) -> Cursor | None:
 
 def count_users(query: UserQuery) -> Count:
     """How many users match the query's search and filters: exact when cheap, else estimated."""
-    where, params = _filters(query)
-    condition = _condition(where)
     if db.engine != "sqlite" and query.search:
         return _search_count(query)
+    return count_where("users", *_filters(query))
+
+
+def count_where(source: str, where: list[str], params: list[Any]) -> Count:
+    """Rows of *source* (a table, with its alias) matching *where*: exact when cheap.
+
+    MariaDB's estimate (``EXPLAIN``) decides: from :data:`EXACT_COUNT_BELOW` on it is
+    shown as one; below, the rows are counted. SQLite always counts.
+    """
+    condition = _condition(where)
     if db.engine != "sqlite":
-        plan = db.fetch_all(f"EXPLAIN SELECT id FROM users WHERE {condition}", params)
-        estimate = max((int(row.get("rows") or 0) for row in plan), default=0)
+        estimate = _estimate(f"SELECT 1 FROM {source} WHERE {condition}", params)
         if estimate >= EXACT_COUNT_BELOW:
             return Count(estimate, exact=False)
-    value = db.fetch_value(f"SELECT COUNT(*) FROM users WHERE {condition}", params)
+    value = db.fetch_value(f"SELECT COUNT(*) FROM {source} WHERE {condition}", params)
     return Count(int(value or 0), exact=True)
 
 

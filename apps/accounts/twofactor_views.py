@@ -298,12 +298,18 @@ def _code_and_password_ok(form: DisableTwoFactorForm | RecoveryCodesForm) -> boo
     return True
 
 
+def _enrolled_factor() -> twofactor.SecondFactor | None:
+    """The user's confirmed second factor; None while there is none (or it is pending)."""
+    factor = twofactor.get(g.user.id)
+    return factor if factor is not None and factor.enrolled else None
+
+
 @bp.post("/2fa/disable")
 @login_required
 def disable_two_factor() -> Page:
     """Turn the second factor off: the password and a code, both now."""
-    factor = twofactor.get(g.user.id)
-    if factor is None or not factor.enrolled:
+    factor = _enrolled_factor()
+    if factor is None:
         return redirect(url_for("accounts.two_factor"))
     form = DisableTwoFactorForm()
     if not form.validate_on_submit() or not _code_and_password_ok(form):
@@ -320,8 +326,8 @@ def disable_two_factor() -> Page:
 @login_required
 def new_recovery_codes() -> Page:
     """Ten new recovery codes in place of the old ones (a code from the app first)."""
-    factor = twofactor.get(g.user.id)
-    if factor is None or not factor.enrolled:
+    factor = _enrolled_factor()
+    if factor is None:
         return redirect(url_for("accounts.two_factor"))
     form = RecoveryCodesForm()
     if not form.validate_on_submit() or not _code_and_password_ok(form):
