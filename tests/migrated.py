@@ -117,4 +117,3 @@ class Templates:
         return app.config["DATABASE_URL"] in self.copies and self.migration_ids == [
             m.id for m in project_migrations.collect(app)
         ]
-

@@ -178,6 +178,9 @@ def test_enrolment_needs_a_right_code_and_ends_other_sessions(
     secret = SECRET_TEXT.search(page).group(1)  # type: ignore[union-attr]
     assert post(client, "/accounts/2fa", code="12345").status_code == 400
     assert post(client, "/accounts/2fa", code="").status_code == 400
+    too_long = post(client, "/accounts/2fa", code="1" * 21)
+    assert too_long.status_code == 400
+    assert "Enter the 6 digits" in too_long.get_data(as_text=True)
     no_csrf = client.post("/accounts/2fa", data={"code": code(secret)})
     assert no_csrf.status_code == 400
     with app.app_context():

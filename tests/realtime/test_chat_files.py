@@ -281,3 +281,17 @@ def test_a_file_whose_owner_was_deleted_shows_as_removed(
     with join("bob") as bob:
         shown = receive(bob, "welcome")["messages"][-1]["file"]
         assert shown == {"id": alice_file, "name": "report <b>1</b>.pdf", "removed": True}
+
+
+@pytest.mark.parametrize("bad", ["1", None, True, 1.5, [1]])
+def test_a_delete_without_an_integer_id_is_refused_and_deletes_nothing(
+    join: Join, bad: Any
+) -> None:
+    with join("alice") as alice:
+        receive(alice, "welcome")
+        alice.send(json.dumps({"type": "message", "body": "keep me"}))
+        kept = receive(alice, "message")
+        alice.send(json.dumps({"type": "delete", "id": bad}))
+        assert receive(alice, "error")["code"] == "bad_request"
+    with join("alice") as again:
+        assert [m["id"] for m in receive(again, "welcome")["messages"]] == [kept["id"]]
