@@ -35,7 +35,7 @@ def create_app(
     app = Flask(__name__, instance_path=str(instance_path), instance_relative_config=True)
     app.config.from_mapping(config)
 
-    from project import errors, hooks, live, sessions, views, websocket
+    from project import errors, hooks, links, live, sessions, views, websocket
     from project.extensions import csrf, db, init_limiter, init_redis, server_session
     from project.redact import install_log_redaction
 
@@ -62,4 +62,5 @@ def create_app(
     for dotted in app.config["INSTALLED_APPS"]:
         module = importlib.import_module(dotted)
         module.init_app(app)
+    links.init_template_links(app)  # last: it checks no app added URL defaults
     return app
