@@ -35,7 +35,7 @@ def create_app(
     app = Flask(__name__, instance_path=str(instance_path), instance_relative_config=True)
     app.config.from_mapping(config)
 
-    from project import errors, hooks, links, live, sessions, views, websocket
+    from project import csrf_tokens, errors, hooks, links, live, sessions, views, websocket
     from project.extensions import csrf, db, init_limiter, init_redis, server_session
     from project.redact import install_log_redaction
 
@@ -45,6 +45,7 @@ def create_app(
     db.init_app(app)
     sessions.init_sessions(app, server_session)
     csrf.init_app(app)
+    csrf_tokens.init_csrf_tokens(app)
     init_limiter(app)
     # Outermost last: ProxyFix first sets the host a trusted proxy forwarded, then it is checked.
     app.wsgi_app = TrustedHostMiddleware(app.wsgi_app, app.config["TRUSTED_HOSTS"])  # type: ignore[method-assign]

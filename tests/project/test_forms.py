@@ -1,8 +1,9 @@
-"""Form rendering: blank fields' markup is kept and reused, and nothing of a visitor's leaks.
+"""Form rendering: inputs' markup is kept and reused, and nothing of a visitor's leaks.
 
-``project.forms.Form`` keeps the markup of fields that show nothing of the
-request or session (no value, no errors) and reuses it: the attacks are a kept
-field carrying one visitor's CSRF token or typed login to the next visitor.
+``project.forms.Form`` keeps each input's markup with a marker where its value
+goes, and puts each request's own value in: the attacks are a kept field
+carrying one visitor's CSRF token, typed login or email to the next visitor,
+and a value that breaks out of its attribute.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import re
 
 from flask import Flask
 
-from apps.accounts.forms import LoginForm, ProfileForm
+from werkzeug.datastructures import MultiDict
+
+from apps.accounts.forms import AdminUserForm, LoginForm, ProfileForm
 from tests.conftest import CSRF_META, PASSWORD, create_account
 
 HIDDEN_TOKEN = re.compile(
@@ -65,3 +68,51 @@ def test_kept_markup_is_what_wtforms_renders(app: Flask) -> None:
         assert 'value="bob@example.com"' in profile.email()
         other = ProfileForm(user_id=2, data={"email": "carol@example.com"})
         assert 'value="carol@example.com"' in other.email()
+
+
+def wtforms_markup(field, **kwargs):  # type: ignore[no-untyped-def]
+    """The field as WTForms renders it, without the kept markup."""
+    return field.widget(field, **{**(field.render_kw or {}), **kwargs})
+
+
+def test_inputs_with_values_render_exactly_as_wtforms_does(app: Flask) -> None:
+    hostile = 'x" autofocus onfocus="alert(1)<script>&amp;'
+    with app.test_request_context("/accounts/login", method="POST"):
+        typed = LoginForm(MultiDict({"login": hostile, "password": "secret", "remember": "y"}))
+        for field, kwargs in ((typed.login, {"autofocus": True}), (typed.password, {}),
+                              (typed.remember, {}), (typed.csrf_token, {})):  # fmt: skip
+            for _ in range(2):  # first render keeps the markup, the second reuses it
+                assert field(**kwargs) == wtforms_markup(field, **kwargs)
+        login = typed.login()
+        assert 'onfocus="' not in login and "<script>" not in login
+        assert "&#34; autofocus onfocus=&#34;alert(1)&lt;script&gt;&amp;amp;" in login
+        assert "secret" not in typed.password()  # a password is never sent back
+        assert " checked" in typed.remember()
+
+        blank = LoginForm(MultiDict())
+        assert " checked" not in blank.remember()  # the ticked box was not kept for everyone
+        assert blank.login() == wtforms_markup(blank.login)
+        assert hostile not in blank.login()
+
+        admin = AdminUserForm(
+            user_id=1, data={"email": "a@example.com", "is_active": True, "is_admin": False}
+        )
+        for field in (admin.email, admin.is_active, admin.is_admin):
+            assert field() == wtforms_markup(field)
+
+
+def test_each_form_on_a_page_carries_the_same_token_as_the_page(app: Flask) -> None:
+    with app.app_context():
+        create_account("dora")
+    client = app.test_client()
+    page = client.get("/accounts/login").get_data(as_text=True)
+    token = HIDDEN_TOKEN.search(page)
+    assert token
+    client.post(
+        "/accounts/login", data={"csrf_token": token.group(1), "login": "dora", "password": PASSWORD}
+    )
+    profile = client.get("/accounts/profile").get_data(as_text=True)
+    tokens = set(HIDDEN_TOKEN.findall(profile))
+    meta = CSRF_META.search(profile)
+    assert meta and tokens == {meta.group(1)}  # the email form and the key form alike
+    assert 'value="dora@example.com"' in profile  # her own email, in her form
