@@ -21,15 +21,37 @@ server_session = Session()
 limiter = Limiter(key_func=get_remote_address, strategy="moving-window")
 
 
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 @limiter.request_filter
 def _reads_are_not_limited() -> bool:
     """Every limit here guards a POST (logins, registrations, reset emails): reads skip them.
 
-    Flask-Limiter otherwise resolves the view's limits twice per request (before
-    the request and again in the decorated view) on every page view. A limit on a
-    read would need this filter narrowed.
+    A limit on a read would need this filter, and :func:`_check_writes_only`, narrowed.
     """
-    return request.method in ("GET", "HEAD", "OPTIONS")
+    return request.method in _READS
+
+
+def _check_writes_only(app: Flask) -> None:
+    """Skip Flask-Limiter's before-request check for reads instead of running it to no end.
+
+    Filtered out, the check still resolves the endpoint's limits and their
+    exemptions before it finds none apply: 17 µs on every page view. Its hook
+    is wrapped where Flask-Limiter registered it, so it keeps its place in the
+    order.
+    """
+    hooks = app.before_request_funcs.setdefault(None, [])
+    check = limiter._check_request_limit
+    if check not in hooks:
+        return  # already wrapped: this app was set up before
+    position = hooks.index(check)
+
+    def check_request_limit() -> None:
+        if request.method not in _READS:
+            check()
+
+    hooks[position] = check_request_limit
 
 
 def init_limiter(app: Flask) -> None:
@@ -51,6 +73,7 @@ def init_limiter(app: Flask) -> None:
     # Views that throttle set their own Retry-After; no X-RateLimit headers elsewhere.
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
     limiter.init_app(app)
+    _check_writes_only(app)
 
 
 def init_redis(app: Flask) -> None:

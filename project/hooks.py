@@ -27,6 +27,15 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 
 
+_SECURITY_HEADERS = (
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "same-origin"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+)
+
+
 def load_current_user() -> None:
     """Put the logged-in user (or None) in ``g.user`` for views and templates.
 
@@ -63,17 +72,18 @@ def check_csrf() -> None:
 def add_security_headers(response: Response) -> Response:
     """Add the headers every response carries.
 
-    A view that set its own (a download's sandbox CSP) keeps it.
+    A view that set its own (a download's sandbox CSP) keeps it. The names a
+    response already has are read once: ``Headers.setdefault`` scans them all
+    for each header it adds.
     """
     headers = response.headers
-    headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Referrer-Policy", "same-origin")
-    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    present = {name.lower() for name, _ in headers.items()}
     hsts = current_app.config["HSTS_SECONDS"]
-    if hsts:
-        headers.setdefault("Strict-Transport-Security", f"max-age={hsts}; includeSubDomains")
+    for name, value in _SECURITY_HEADERS + (
+        (("Strict-Transport-Security", f"max-age={hsts}; includeSubDomains"),) if hsts else ()
+    ):
+        if name.lower() not in present:
+            headers.add(name, value)
     return response
 
 

@@ -263,3 +263,32 @@ def test_the_device_cookie_is_signed_http_only_and_sent_only_to_the_login(
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
     assert "Path=/accounts/login" in cookie
     assert name not in cookie  # it names the account by id, signed
+
+
+def test_registrations_past_the_limit_are_refused_while_the_page_keeps_loading(
+    login_site: LoginSite,
+) -> None:
+    """Flask-Limiter's check runs for writes only: a POST past the limit is a 429, a GET never."""
+    site = login_site(REGISTER_LIMIT="2 per minute")
+    answers = []
+    for n in range(3):  # three visitors from one address, each registering once
+        client = site.browser().client
+        token = CSRF_META.search(client.get("/accounts/register").get_data(as_text=True))
+        assert token
+        name = unique(f"reg{n}")
+        answers.append(
+            client.post(
+                "/accounts/register",
+                data={
+                    "csrf_token": token.group(1),
+                    "username": name,
+                    "email": f"{name}@example.com",
+                    "password": PASSWORD,
+                    "confirm": PASSWORD,
+                },
+            )
+        )
+    assert [a.status_code for a in answers] == [302, 302, 429]
+    assert int(answers[2].headers["Retry-After"]) > 0
+    for _ in range(5):
+        assert client.get("/accounts/register").status_code == 200
