@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -172,6 +173,26 @@ def connect_sqlite(database: str) -> sqlite3.Connection:
 #: Statements run on every new MySQL connection.
 MYSQL_SESSION_SETUP = ["SET time_zone = '+00:00'"]
 
+#: A connection that answered within this many seconds is lent without asking again.
+PING_INTERVAL_S = 1.0
+
+
+def _ping_unless_recent(connection: Any) -> bool:
+    """DBUtils' check of a connection leaving the pool, at most once a second per connection.
+
+    A ping on every loan was a round trip on every request. A connection
+    checked within the last second is lent as it is: if the server went away
+    since, a read is retried on a new connection by DBUtils, and a transaction
+    fails with :class:`OperationalError` (a 503), as it could right after a ping.
+    An exception here tells DBUtils the connection is dead; it opens a new one.
+    """
+    now = time.monotonic()
+    if now - getattr(connection, "_checked_at", -PING_INTERVAL_S) < PING_INTERVAL_S:
+        return True
+    connection.ping(False)
+    connection._checked_at = now
+    return True
+
 
 def mysql_connect_args(url: DatabaseURL) -> dict[str, Any]:
     """The ``pymysql.connect`` arguments for *url*, as the pool opens its connections."""
@@ -220,14 +241,20 @@ class Database:
             "maxcached": pool_size,
             "maxconnections": pool_size,
             "blocking": True,  # wait for a free connection rather than fail the request
-            "ping": 1,  # check a connection when it leaves the pool; reconnect if dead
-            "reset": True,  # always roll back when a connection comes back
+            # Roll back a connection that comes back inside begin() (a view that
+            # raised mid-transaction); other statements ran in autocommit, so the
+            # ROLLBACK that "True" sent after every request had nothing to undo.
+            "reset": False,
         }
         if url.engine == "sqlite":
-            self._pool = PooledDB(connect_sqlite, database=url.path, **common)
+            self._pool = PooledDB(connect_sqlite, database=url.path, ping=1, **common)
         else:
             self._pool = PooledDB(
-                pymysql, setsession=MYSQL_SESSION_SETUP, **mysql_connect_args(url), **common
+                pymysql,
+                setsession=MYSQL_SESSION_SETUP,
+                ping=(1, _ping_unless_recent),  # when a connection leaves the pool
+                **mysql_connect_args(url),
+                **common,
             )
 
     @property
@@ -277,7 +304,7 @@ class Database:
         """Give the connection back to the pool (rolled back if mid-transaction)."""
         state = g.pop("_db_state", None)
         if state and state["connection"] is not None:
-            # The pool rolls back on return (reset=True); closing a pooled
+            # The pool rolls back a connection returned inside begin(); closing a pooled
             # connection returns it rather than closing the socket.
             try:
                 with _translated_errors():

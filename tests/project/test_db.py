@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pymysql
 import pytest
 from flask import Flask
 
-from project.db import IntegrityError, OperationalError, ProgrammingError, to_sqlite_paramstyle
+from project.db import (
+    PING_INTERVAL_S,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+    to_sqlite_paramstyle,
+)
 from project.extensions import db
 from project.settings import BASE_DIR as ROOT
 from project.urls import DatabaseURL
@@ -189,3 +196,43 @@ def test_an_unreachable_server_is_reported_with_the_variable_name(make_app) -> N
     response = app.test_client().get("/_probe/row")
     assert response.status_code == 503
     assert "temporarily unavailable" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("stack", ["services"], indirect=True)
+def test_a_request_that_only_reads_sends_no_rollback(app: Flask) -> None:
+    """The pool rolls back only a connection returned inside begin(): reads cost no round trip more.
+
+    ``Com_rollback`` is per connection, and one client in one thread keeps
+    getting the same pooled connection back.
+    """
+    client = app.test_client()
+    assert client.get("/_probe/row").status_code == 200
+
+    def rollbacks() -> int:
+        with app.app_context():
+            row = db.fetch_one("SHOW SESSION STATUS LIKE 'Com_rollback'")
+            assert row is not None
+            return int(row["Value"])
+
+    before = rollbacks()
+    for _ in range(20):
+        assert client.get("/_probe/row").status_code == 200
+    assert rollbacks() == before
+    assert client.get("/_probe/tx-boom").status_code == 500  # a transaction that raised
+    assert rollbacks() > before  # ... was rolled back
+    with app.app_context():
+        assert db.fetch_value("SELECT COUNT(*) FROM users WHERE username = %s", ("tx",)) == 0
+
+
+@pytest.mark.parametrize("stack", ["services"], indirect=True)
+def test_a_killed_idle_connection_is_replaced_before_a_transaction(notes: Flask) -> None:
+    """A connection lent again after a second is checked first, so a write does not meet it dead."""
+    with notes.app_context():
+        first = connection_id()
+    kill(first)
+    time.sleep(PING_INTERVAL_S + 0.1)
+    with notes.app_context(), db.transaction():
+        db.execute("INSERT INTO notes (id, body) VALUES (%s, %s)", (1, "after the kill"))
+    with notes.app_context():
+        assert db.fetch_all("SELECT body FROM notes") == [{"body": "after the kill"}]
+        assert connection_id() != first
