@@ -147,6 +147,8 @@ def _profile_page(
 @fresh_code_required("accounts.profile")
 def profile() -> Page:
     """Your account: email, API keys and where you are logged in."""
+    if request.method != "POST":
+        return _profile_page()  # its form shows the current email
     form = ProfileForm(user_id=g.user.id)
     if form.validate_on_submit():
         try:
@@ -159,9 +161,7 @@ def profile() -> Page:
             )
             flash("Your email address has been updated.", "success")
             return redirect(url_for("accounts.profile"))
-    if request.method == "POST":
-        return _profile_page(form=form, status=400)
-    return _profile_page()
+    return _profile_page(form=form, status=400)
 
 
 @bp.post("/profile/keys")
