@@ -335,6 +335,36 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / CLK_TCK
 
 
+def descendants_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of ``root``'s living descendants (not ``root`` itself).
+
+    The servers are our children (gunicorn's master and its workers, or the
+    websockets peer), and this process starts nothing else while they run.
+    """
+    tree: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and (fields := proc_stat(entry.name)) is not None:
+            tree.setdefault(int(fields[1]), []).append(int(entry.name))
+    descendants: list[int] = []
+    todo = list(tree.get(root, []))
+    while todo:
+        pid = todo.pop()
+        descendants.append(pid)
+        todo.extend(tree.get(pid, []))
+    return cpu_seconds(descendants)
+
+
+def pids_named(*names: str) -> list[int]:
+    """Processes whose command name (``/proc/PID/comm``) is one of ``names``: local servers."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{entry.name}/comm").read_text().strip() in names:
+                    pids.append(int(entry.name))
+    return pids
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds all cores spent on anything but idle and iowait, from ``/proc/stat``."""
     with open("/proc/stat") as stat:
@@ -346,8 +376,8 @@ def machine_busy_seconds() -> float:
 @contextlib.contextmanager
 def gunicorn_server(
     app: str, env: Mapping[str, str], port: int, log_path: Path, ready_path: str = "/"
-) -> Iterator[None]:
-    """Run gunicorn on ``app`` until the block ends, yielding once ``ready_path`` gives 200."""
+) -> Iterator[int]:
+    """Run gunicorn on ``app`` until the block ends; yields its pid once ``ready_path`` is 200."""
     command = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), app]
     with open(log_path, "wb") as log_file:
         # A session of its own: Ctrl-C reaches only us, and we stop gunicorn in order.
@@ -373,7 +403,7 @@ def gunicorn_server(
                     f"gunicorn did not answer in {READY_TIMEOUT_S:.0f} s:\n{tail(log_path)}"
                 )
             time.sleep(0.2)
-        yield
+        yield proc.pid
     finally:
         _stop(proc)
 

@@ -52,7 +52,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from unittest import mock
 
 import jinja2
@@ -71,6 +71,8 @@ from bench._harness import (
     bench_database,
     check_common_arguments,
     choose_wrk,
+    cpu_seconds,
+    descendants_cpu_seconds,
     describe_gunicorn,
     free_port,
     gunicorn_env,
@@ -78,6 +80,8 @@ from bench._harness import (
     gunicorn_settings,
     load_notes,
     log,
+    machine_busy_seconds,
+    pids_named,
     request,
     results_table,
     run_main,
@@ -318,6 +322,7 @@ class Report:
     server_version: str
     redis_version: str
     rounds: dict[str, list[LoadResult]] = field(default_factory=dict)  # page -> one per round
+    cpu: dict[str, list[CpuPerRequest]] = field(default_factory=dict)  # page -> one per round
     load_average: float = 0.0  # 1-minute load before the throughput runs: others' work
     login_sessions: int = 0  # Redis session keys the login-page runs left
     login_requests: int = 0  # requests the login-page runs were answered (warm-up included)
@@ -344,20 +349,48 @@ def server_env(
     return gunicorn_env(base, port, args.workers, args.threads)
 
 
+@dataclass(frozen=True)
+class CpuPerRequest:
+    """CPU microseconds per answered request over one measured run, by who spent them."""
+
+    gunicorn: float  # the master and its workers: HTTP parsing, the thread hand-off, the app
+    services: float  # local mariadbd and redis-server
+    machine: float  # every core on anything: the above, the load generator, the kernel
+
+    @classmethod
+    def between(cls, before: tuple[float, ...], after: tuple[float, ...], requests: int) -> Self:
+        per = 1e6 / max(requests, 1)
+        gunicorn, services, machine = ((b - a) * per for a, b in zip(before, after, strict=True))
+        return cls(gunicorn, services, machine)
+
+
+def cpu_now(server_pid: int) -> tuple[float, float, float]:
+    """CPU seconds so far: gunicorn's processes, the local Redis and MariaDB, the machine."""
+    return (
+        cpu_seconds([server_pid]) + descendants_cpu_seconds(server_pid),
+        cpu_seconds(pids_named("mariadbd", "redis-server")),
+        machine_busy_seconds(),
+    )
+
+
 def measure_throughput(
     args: argparse.Namespace,
     loader: LoadGenerator,
+    server_pid: int,
     port: int,
     name: str,
     path: str,
     headers: dict[str, str] | None = None,
-) -> tuple[LoadResult, int]:
-    """Warm-up and measured run; also how many requests the warm-up served."""
+) -> tuple[LoadResult, CpuPerRequest, int]:
+    """Warm-up and measured run, with the CPU it cost; also how many requests the warm-up served."""
     warmed = 0
     if args.warmup:
         log(f"{name}: warm-up {args.warmup} s at {args.connections} connections")
         warmed = loader.load(port, path, args.warmup, headers).requests
-    return loader.measure(name, port, path, 0, args.duration, headers), warmed
+    before = cpu_now(server_pid)
+    result = loader.measure(name, port, path, 0, args.duration, headers)
+    cpu = CpuPerRequest.between(before, cpu_now(server_pid), result.requests)
+    return result, cpu, warmed
 
 
 def run(args: argparse.Namespace, wrk: str | None) -> Report:
@@ -392,25 +425,28 @@ def run(args: argparse.Namespace, wrk: str | None) -> Report:
             hello_port = free_port()
             hello_env = {**env, "GUNICORN_BIND": f"127.0.0.1:{hello_port}"}
 
-            with gunicorn_server(OURS, env, port, tmpdir / "ours.log", "/healthz"):
+            with gunicorn_server(OURS, env, port, tmpdir / "ours.log", "/healthz") as ours_pid:
                 member_sid = log_in(port, member, PROFILE)
                 admin_sid = log_in(port, admin, USER_LIST, totp[admin.username])
                 cookie = {"Cookie": f"{SESSION_COOKIE}={member_sid}"}
                 before = len(prefixed_keys(client, prefix, "session:"))
-                pages = [
-                    ("hello", hello_port, "/", None),
-                    ("login", port, LOGIN, None),
-                    ("profile", port, PROFILE, cookie),
-                ]
                 # Both servers stay up, the pages take turns: each round sees the same machine.
-                with gunicorn_server(HELLO, hello_env, hello_port, tmpdir / "hello.log", "/"):
+                with gunicorn_server(
+                    HELLO, hello_env, hello_port, tmpdir / "hello.log", "/"
+                ) as hello_pid:
+                    pages = [
+                        ("hello", hello_pid, hello_port, "/", None),
+                        ("login", ours_pid, port, LOGIN, None),
+                        ("profile", ours_pid, port, PROFILE, cookie),
+                    ]
                     for number in range(1, args.rounds + 1):
-                        for key, page_port, path, headers in pages:
+                        for key, pid, page_port, path, headers in pages:
                             name = f"{key} (round {number}/{args.rounds})"
-                            result, warmed = measure_throughput(
-                                args, loader, page_port, name, path, headers
+                            result, cpu, warmed = measure_throughput(
+                                args, loader, pid, page_port, name, path, headers
                             )
                             report.rounds.setdefault(key, []).append(result)
+                            report.cpu.setdefault(key, []).append(cpu)
                             if key == "login":
                                 report.login_requests += warmed + result.requests
                 keys = prefixed_keys(client, prefix, "session:")
@@ -494,6 +530,7 @@ def format_report(report: Report, args: argparse.Namespace) -> str:
             else "."
         ),
         *load_notes(report.tool, [r for _, r in rows]),
+        *format_cpu(report),
     ]
     if report.breakdowns:
         lines += format_breakdowns(report.breakdowns, args)
@@ -502,6 +539,49 @@ def format_report(report: Report, args: argparse.Namespace) -> str:
             report.admin, report.users, report.insert_seconds, args.samples
         )
     return "\n".join(lines)
+
+
+def format_cpu(report: Report) -> list[str]:
+    """Who spent the machine's CPU per request, and what that makes of the ratio."""
+    lines = [
+        "",
+        "CPU per answered request, µs (median of the rounds): gunicorn is its master and "
+        "workers (HTTP, the thread hand-off, the access log, the app); Redis + MariaDB the "
+        "local servers; the rest is the load generator and the kernel's share outside them",
+        "",
+        "| page | machine | gunicorn | Redis + MariaDB | rest |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    medians: dict[str, CpuPerRequest] = {}
+    for page, label in PAGE_LABELS.items():
+        runs = report.cpu.get(page, [])
+        if not runs:
+            continue
+        cpu = medians[page] = CpuPerRequest(
+            statistics.median(r.gunicorn for r in runs),
+            statistics.median(r.services for r in runs),
+            statistics.median(r.machine for r in runs),
+        )
+        rest = cpu.machine - cpu.gunicorn - cpu.services
+        lines.append(
+            f"| {label} | {cpu.machine:,.0f} | {cpu.gunicorn:,.0f} | {cpu.services:,.0f} "
+            f"| {rest:,.0f} |"
+        )
+    hello = medians.get("hello")
+    if hello and hello.machine:
+        bounds = [
+            f"{page} {hello.machine / cpu.machine:.2f}x (its own work: "
+            f"{cpu.gunicorn - hello.gunicorn:,.0f} µs in gunicorn + {cpu.services:,.0f} µs in "
+            f"Redis and MariaDB)"
+            for page, cpu in medians.items()
+            if page != "hello" and cpu.machine
+        ]
+        lines += [
+            "",
+            "With the cores busy, req/s follows CPU per request: hello's machine CPU over "
+            f"each page's gives {', '.join(bounds)}.",
+        ]
+    return lines
 
 
 def format_breakdowns(breakdowns: list[Breakdown], args: argparse.Namespace) -> list[str]:

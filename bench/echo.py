@@ -81,13 +81,12 @@ import redis
 from bench._harness import (
     READY_TIMEOUT_S,
     STOP_TIMEOUT_S,
-    cpu_seconds,
+    descendants_cpu_seconds,
     free_port,
     gunicorn_env,
     gunicorn_server,
     log,
     machine_busy_seconds,
-    proc_stat,
     run_main,
     tail,
 )
@@ -369,28 +368,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.worker_connections * args.workers < args.clients:
         parser.error("--worker-connections x --workers must fit --clients")
     return args
-
-
-# -- CPU accounting -------------------------------------------------------------------------
-
-
-def descendants_cpu_seconds(root: int) -> float:
-    """User + system CPU seconds of ``root``'s living descendants (not ``root`` itself).
-
-    The servers are our children (gunicorn's master and its workers, or the
-    websockets peer), and this process starts nothing else while they run.
-    """
-    tree: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit() and (fields := proc_stat(entry.name)) is not None:
-            tree.setdefault(int(fields[1]), []).append(int(entry.name))
-    descendants: list[int] = []
-    todo = list(tree.get(root, []))
-    while todo:
-        pid = todo.pop()
-        descendants.append(pid)
-        todo.extend(tree.get(pid, []))
-    return cpu_seconds(descendants)
 
 
 # -- the load ---------------------------------------------------------------------------------
