@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import re
 
-from flask import Flask
-
+import pytest
+from flask import Flask, g, session
+from flask_wtf.csrf import generate_csrf, validate_csrf
+from itsdangerous import URLSafeTimedSerializer
 from werkzeug.datastructures import MultiDict
+from wtforms import ValidationError
 
 from apps.accounts.forms import AdminUserForm, LoginForm, ProfileForm
+from project.csrf_tokens import csrf_token
 from tests.conftest import CSRF_META, PASSWORD, create_account
 
 HIDDEN_TOKEN = re.compile(
@@ -108,11 +112,26 @@ def test_each_form_on_a_page_carries_the_same_token_as_the_page(app: Flask) -> N
     page = client.get("/accounts/login").get_data(as_text=True)
     token = HIDDEN_TOKEN.search(page)
     assert token
-    client.post(
-        "/accounts/login", data={"csrf_token": token.group(1), "login": "dora", "password": PASSWORD}
-    )
+    form = {"csrf_token": token.group(1), "login": "dora", "password": PASSWORD}
+    client.post("/accounts/login", data=form)
     profile = client.get("/accounts/profile").get_data(as_text=True)
     tokens = set(HIDDEN_TOKEN.findall(profile))
     meta = CSRF_META.search(profile)
     assert meta and tokens == {meta.group(1)}  # the email form and the key form alike
     assert 'value="dora@example.com"' in profile  # her own email, in her form
+
+
+def test_the_pages_token_is_one_flask_wtf_checks(app: Flask) -> None:
+    """project.csrf_tokens signs the session's secret as Flask-WTF does; its check accepts it."""
+    with app.test_request_context("/"):
+        token = csrf_token()
+        assert csrf_token() == token  # one token per request
+        validate_csrf(token)  # raises if Flask-WTF cannot read it
+        secret = session["csrf_token"]
+        serializer = URLSafeTimedSerializer(app.secret_key, salt="wtf-csrf-token")  # type: ignore[arg-type]
+        assert serializer.loads(token) == secret
+        del g.csrf_token  # Flask-WTF's own token for the same secret passes the same check
+        validate_csrf(generate_csrf())
+        forged = URLSafeTimedSerializer("another key", salt="wtf-csrf-token").dumps(secret)
+        with pytest.raises(ValidationError):
+            validate_csrf(forged)
