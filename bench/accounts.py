@@ -63,7 +63,7 @@ import redis.client
 from flask import Flask
 from flask.testing import FlaskClient
 
-from bench import admin_list, hello_app
+from bench import admin_browser, admin_list, hello_app
 from bench._harness import (
     SESSION_COOKIE,
     LoadGenerator,
@@ -355,6 +355,7 @@ class Report:
     users: int = 0
     insert_seconds: float = 0.0
     admin: list[admin_list.AdminPage] | None = None
+    browser: list[admin_browser.BrowserPage] | str | None = None  # or why it did not run
 
 
 def server_env(
@@ -499,6 +500,13 @@ def run(args: argparse.Namespace, wrk: str | None) -> Report:
                         args.samples,
                         "mariadb" in database.server_version.lower(),
                     )
+                    report.browser = admin_browser.missing() or admin_browser.walk(
+                        f"http://127.0.0.1:{port}",
+                        admin.username,
+                        admin.password,
+                        totp[admin.username],
+                        [(label, q) for label, q, _ in admin_list.admin_pages(admin_list.midway())],
+                    )
         finally:
             app.extensions["db"].close()  # the pool's connections, before DROP DATABASE
     return report
@@ -561,6 +569,8 @@ def format_report(report: Report, args: argparse.Namespace) -> str:
         lines += admin_list.format_admin(
             report.admin, report.users, report.insert_seconds, args.samples
         )
+    if report.browser is not None:
+        lines += admin_browser.format_browser(report.browser)
     return "\n".join(lines)
 
 

@@ -101,6 +101,11 @@ class AdminPage:
     statements: list[Statement]
 
 
+def midway() -> str:
+    """A join date halfway through the inserted users' span, for the jump to a date."""
+    return (datetime.now(UTC) - CREATED_SPAN / 2).date().isoformat()
+
+
 def admin_pages(joined: str) -> list[tuple[str, str, dict[str, Any]]]:
     """(label, query string, the ``UserQuery`` fields the view builds from it)."""
     return [
@@ -194,9 +199,8 @@ def measure_admin_pages(
     app: Flask, port: int, sid: str, samples: int, mariadb: bool
 ) -> list[AdminPage]:
     """Every page of :func:`admin_pages`, and the dashboard, through gunicorn and alone."""
-    joined = (datetime.now(UTC) - CREATED_SPAN / 2).date().isoformat()
     pages = []
-    for label, query_string, fields in admin_pages(joined):
+    for label, query_string, fields in admin_pages(midway()):
         log(f"admin user list, {label}: {samples} requests")
         http_ms, body = time_http(port, USER_LIST + query_string, sid, samples)
         found = SHOWN.search(body)

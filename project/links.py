@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 
 from flask import Flask, current_app, request, url_for
 
-#: Kept links per app; a link's arguments (a key's id, a page number) make a few per
-#: endpoint, and past this many a link is built, not kept.
+#: Kept links per app; a link's arguments (a key's id, a search) make many per endpoint,
+#: so past this many the kept ones are dropped and kept afresh.
 _KEPT_MAX = 4096
 
 
@@ -50,8 +50,9 @@ def template_url_for(endpoint: str, **values: Any) -> str:
         return url_for(endpoint, **values)
     if link is None:
         link = url_for(endpoint, **values)
-        if len(kept) < _KEPT_MAX:
-            kept[key] = link
+        if len(kept) >= _KEPT_MAX:
+            kept.clear()  # mostly one-off links (searches, ids): start again with today's
+        kept[key] = link
     return link
 
 
