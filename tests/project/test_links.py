@@ -36,3 +36,14 @@ def test_a_site_under_a_path_gets_its_own_links(app: Flask) -> None:
         stylesheet, login = STYLESHEET.search(page), LOGIN_LINK.search(page)
         assert stylesheet and stylesheet.group(1) == f"{prefix}/static/css/app.css"
         assert login and login.group(1) == f"{prefix}/accounts/login"
+
+
+def test_past_the_bound_kept_links_start_again(app: Flask, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Many one-off links (searches, ids) never grow the kept ones past the bound, nor break one."""
+    monkeypatch.setattr("project.links._KEPT_MAX", 5)
+    with app.test_request_context("/"):
+        for key_pk in range(1, 23):
+            link = template_url_for("accounts.revoke_api_key", key_pk=key_pk)
+            assert link == url_for("accounts.revoke_api_key", key_pk=key_pk)
+            assert len(app.extensions["template_links"]) <= 5
+        assert template_url_for("core.home") == "/"
