@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import Flask, current_app, request, url_for
+from flask import Flask, current_app, has_request_context, request, url_for
 
 #: Kept links per app; a link's arguments (a key's id, a search) make many per endpoint,
 #: so past this many the kept ones are dropped and kept afresh.
@@ -41,6 +41,8 @@ def template_url_for(endpoint: str, **values: Any) -> str:
     unhashable arguments) goes to Flask's ``url_for`` every time.
     """
     if endpoint[:1] == "." or any(name[:1] == "_" for name in values):
+        return url_for(endpoint, **values)
+    if not has_request_context():  # a template rendered outside a request (a mail, a command)
         return url_for(endpoint, **values)
     try:
         key = (request.script_root, endpoint, *sorted(values.items()))

@@ -47,3 +47,11 @@ def test_past_the_bound_kept_links_start_again(app: Flask, monkeypatch) -> None:
             assert link == url_for("accounts.revoke_api_key", key_pk=key_pk)
             assert len(app.extensions["template_links"]) <= 5
         assert template_url_for("core.home") == "/"
+
+
+def test_a_template_rendered_outside_a_request_builds_its_links(app: Flask) -> None:
+    """A mail or a command renders in an app context alone: links come from SERVER_NAME."""
+    app.config["SERVER_NAME"] = "example.test"
+    with app.app_context():
+        rendered = app.jinja_env.from_string("{{ url_for('core.home') }}").render()
+        assert rendered == url_for("core.home") == "http://example.test/"
