@@ -13,19 +13,8 @@ import shutil
 import pytest
 from flask import Flask
 
+from bench.admin_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import create_account, service_missing
-
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-# Chromium's own phoning home is refused by this network; these flags keep it quiet.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture
