@@ -182,8 +182,8 @@ def _ping_unless_recent(connection: Any) -> bool:
 
     A ping on every loan was a round trip on every request. A connection
     checked within the last second is lent as it is: if the server went away
-    since, a read is retried on a new connection by DBUtils, and a transaction
-    fails with :class:`OperationalError` (a 503), as it could right after a ping.
+    since, a read is retried on a new connection by DBUtils, and
+    :meth:`Database.transaction` checks before its BEGIN (which is not retried).
     An exception here tells DBUtils the connection is dead; it opens a new one.
     """
     now = time.monotonic()
@@ -399,6 +399,13 @@ class Database:
             return
         con = self.connection()
         with _translated_errors():
+            if self.engine != "sqlite":
+                # The pool checks a connection at most once a second, and BEGIN is not
+                # retried: a statement first, which DBUtils retries on a new connection
+                # if this one died since (nothing of the transaction is sent yet).
+                check = con.cursor()
+                check.execute("DO 1")
+                check.close()
             con.begin()  # tells DBUtils not to reconnect-and-retry inside this block
             if self.engine == "sqlite":
                 # IMMEDIATE takes the write lock now, not at the first write,
