@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask, current_app, g, session
 from flask_wtf.csrf import _FlaskFormCSRF
@@ -23,6 +23,7 @@ from itsdangerous import Serializer, URLSafeSerializer, URLSafeTimedSerializer
 from itsdangerous.encoding import base64_encode
 
 FLASK_WTF_SALT = "wtf-csrf-token"  # flask_wtf.csrf signs and checks with this salt
+SerializerT = TypeVar("SerializerT", bound="Serializer[Any]")
 
 
 class _Uncompressed:
@@ -40,14 +41,20 @@ class PlainURLSafeTimedSerializer(_Uncompressed, URLSafeTimedSerializer):
     """``URLSafeTimedSerializer`` for short values that never compress."""
 
 
-def _serializer(app: Flask) -> URLSafeTimedSerializer:
-    """The app's token serializer, made once per secret key (tests change the key)."""
-    key = app.config.get("WTF_CSRF_SECRET_KEY") or app.secret_key
-    kept = app.extensions.get("csrf_token_serializer")
+def app_serializer(
+    app: Flask, cls: type[SerializerT], salt: str, key: str | bytes | None = None
+) -> SerializerT:
+    """The app's *cls* for *salt*, made once per key (``SECRET_KEY`` unless given).
+
+    A serializer holds its key, so it is kept in ``app.extensions`` beside the
+    key it was made with, and made again when the key changes (tests change it).
+    """
+    key = key or app.secret_key
+    slot = f"serializer:{cls.__name__}:{salt}"
+    kept = app.extensions.get(slot)
     if kept is None or kept[0] != key:
-        kept = (key, PlainURLSafeTimedSerializer(key, salt=FLASK_WTF_SALT))  # type: ignore[arg-type]
-        app.extensions["csrf_token_serializer"] = kept
-    serializer: URLSafeTimedSerializer = kept[1]
+        kept = app.extensions[slot] = (key, cls(key, salt=salt))  # type: ignore[arg-type]
+    serializer: SerializerT = kept[1]
     return serializer
 
 
@@ -60,7 +67,8 @@ def csrf_token() -> str:
         secret = session.get(name)
         if not isinstance(secret, str):
             secret = session[name] = hashlib.sha1(os.urandom(64)).hexdigest()  # noqa: S324 - as Flask-WTF
-        token = _serializer(app).dumps(secret)
+        key = app.config.get("WTF_CSRF_SECRET_KEY")
+        token = app_serializer(app, PlainURLSafeTimedSerializer, FLASK_WTF_SALT, key).dumps(secret)
         setattr(g, name, token)
     return token
 

@@ -32,7 +32,7 @@ from flask.sessions import SessionInterface, SessionMixin
 from itsdangerous import BadSignature, URLSafeSerializer
 from werkzeug.wrappers import Response
 
-from project.csrf_tokens import PlainURLSafeSerializer
+from project.csrf_tokens import PlainURLSafeSerializer, app_serializer
 from project.errors import replace_with_outage
 from project.outages import OUTAGES, log_outage
 
@@ -125,14 +125,8 @@ def _token_key(app: Flask) -> str:
 
 
 def _serializer(app: Flask) -> URLSafeSerializer:
-    """The app's serializer for the token cookie, made once (it holds the key)."""
-    kept = app.extensions.get("csrf_cookie_serializer")
-    if kept is None or kept[0] != app.secret_key:  # tests change the key
-        # The token never compresses: skip zlib's attempt (13 µs a visitor); same cookie.
-        serializer = PlainURLSafeSerializer(app.secret_key, salt="anonymous-csrf-cookie")  # type: ignore[arg-type]
-        kept = app.extensions["csrf_cookie_serializer"] = (app.secret_key, serializer)
-    cookie_serializer: URLSafeSerializer = kept[1]
-    return cookie_serializer
+    """The token cookie's serializer; the token never compresses, so zlib is not tried."""
+    return app_serializer(app, PlainURLSafeSerializer, "anonymous-csrf-cookie")
 
 
 def _read_token(app: Flask, request: Request) -> str | None:

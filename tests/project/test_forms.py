@@ -19,7 +19,7 @@ from wtforms import ValidationError
 
 from apps.accounts.forms import AdminUserForm, LoginForm, ProfileForm
 from project.csrf_tokens import csrf_token
-from tests.conftest import CSRF_META, PASSWORD, create_account
+from tests.conftest import CSRF_META, PASSWORD, create_account, log_in
 
 HIDDEN_TOKEN = re.compile(
     r'<input id="csrf_token" name="csrf_token" type="hidden" value="([^"]+)">'
@@ -109,11 +109,7 @@ def test_each_form_on_a_page_carries_the_same_token_as_the_page(app: Flask) -> N
     with app.app_context():
         create_account("dora")
     client = app.test_client()
-    page = client.get("/accounts/login").get_data(as_text=True)
-    token = HIDDEN_TOKEN.search(page)
-    assert token
-    form = {"csrf_token": token.group(1), "login": "dora", "password": PASSWORD}
-    client.post("/accounts/login", data=form)
+    assert log_in(client, "dora").status_code == 302
     profile = client.get("/accounts/profile").get_data(as_text=True)
     tokens = set(HIDDEN_TOKEN.findall(profile))
     meta = CSRF_META.search(profile)
